@@ -1,0 +1,3 @@
+from smile_vlm.cli import main
+
+raise SystemExit(main())

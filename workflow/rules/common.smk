@@ -1,0 +1,131 @@
+# Shared helpers: wildcard constraints, settings passed to rules through params:, and the input
+# functions that read checkpoint outputs (subjects from a manifest, folds from folds.csv).
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from smile_vlm.settings import resolve_variant
+
+# Rules call the library through the CLI of the Python that runs Snakemake, so a venv works
+# without activation; `cli:` in the config overrides it (e.g. `smile-vlm` inside conda envs).
+SMILE_VLM = config.get("cli") or f"{shlex.quote(sys.executable)} -m smile_vlm"
+DATASETS = list(config["datasets"])
+EXPERIMENTS = list(config["experiments"])
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names)
+
+
+wildcard_constraints:
+    dataset=_alternatives(DATASETS),
+    experiment=_alternatives(EXPERIMENTS),
+    variant=r"[A-Za-z0-9_]+",
+    subject=r"[^/]+",
+    k=r"\d+",
+
+
+def as_json(obj):
+    """Settings travel to the CLI as canonical JSON, so params: changes are detected exactly."""
+    return json.dumps(obj, sort_keys=True)
+
+
+# ---- datasets -------------------------------------------------------------------------------
+def dataset_root(dataset):
+    return config["datasets"][dataset]["root"]
+
+
+def synthetic_root(dataset):
+    return f"{config['synthetic']['root']}/{dataset}"
+
+
+def raw_input(dataset):
+    """The synthetic generator is a dependency only while the dataset points at its output."""
+    if Path(dataset_root(dataset)) == Path(synthetic_root(dataset)):
+        return [f"{synthetic_root(dataset)}/SYNTHETIC.json"]
+    return []
+
+
+def synth_settings(dataset):
+    return {k: v for k, v in config["synthetic"].items() if k != "root"}
+
+
+def index_settings(dataset):
+    settings = dict(config["index"])
+    settings.update({k: v for k, v in config["datasets"][dataset].items() if k != "root"})
+    return settings
+
+
+def subjects(dataset):
+    manifest = checkpoints.index.get(dataset=dataset).output.manifest
+    table = pd.read_csv(manifest, usecols=["subject"], dtype=str, keep_default_na=False)
+    return sorted(table["subject"].unique())
+
+
+def shard_indexes(wildcards):
+    return expand(
+        "results/{dataset}/views/{subject}/index.csv",
+        dataset=wildcards.dataset,
+        subject=subjects(wildcards.dataset),
+    )
+
+
+# ---- experiments ----------------------------------------------------------------------------
+def experiment(name):
+    return config["experiments"][name]
+
+
+def experiment_store(wildcards):
+    return f"results/{experiment(wildcards.experiment)['dataset']}/store.zarr"
+
+
+def train_store(wildcards):
+    """Cross-dataset experiments train on another dataset's store (e.g. BU-4DFE -> BP4D)."""
+    exp = experiment(wildcards.experiment)
+    return f"results/{exp.get('train_dataset', exp['dataset'])}/store.zarr"
+
+
+def protocol_settings(name):
+    exp = experiment(name)
+    return {"classes": exp["classes"], **exp["protocol"]}
+
+
+def variant_settings(name):
+    return resolve_variant(config["variants"], name)
+
+
+def train_settings(wildcards):
+    exp = experiment(wildcards.experiment)
+    return {
+        "train": config["train"],
+        "encoders": config["encoders"],
+        "prompts": config["prompts"],
+        "classes": exp["classes"],
+    }
+
+
+def fold_ids(experiment_name):
+    folds_csv = checkpoints.folds.get(experiment=experiment_name).output[0]
+    return sorted(pd.read_csv(folds_csv, usecols=["k"])["k"].unique().tolist())
+
+
+def eval_jsons(wildcards):
+    exp = experiment(wildcards.experiment)
+    return expand(
+        "results/{experiment}/eval/{variant}/fold{k}.json",
+        experiment=wildcards.experiment,
+        variant=exp["variants"],
+        k=fold_ids(wildcards.experiment),
+    )
+
+
+# ---- targets --------------------------------------------------------------------------------
+def all_targets():
+    targets = [f"results/tables/{name}.csv" for name in EXPERIMENTS]
+    targets += [f"results/{d}/figures/contact_sheet.png" for d in sorted(
+        {experiment(n)["dataset"] for n in EXPERIMENTS})]
+    return targets

@@ -1,0 +1,22 @@
+# ---- evaluate: zero-shot (and linear-probe) metrics of one trained fold ----------------------
+
+
+rule evaluate:
+    input:
+        store=experiment_store,
+        folds="results/{experiment}/folds.csv",
+        model="results/{experiment}/models/{variant}/fold{k}/model.pt",
+    output:
+        "results/{experiment}/eval/{variant}/fold{k}.json",
+    params:
+        variant=lambda w: as_json(variant_settings(w.variant)),
+        settings=lambda w: as_json({**train_settings(w), "evaluate": config["evaluate"]}),
+    threads: lambda w: config["train"]["threads"]
+    log:
+        "logs/evaluate/{experiment}/{variant}/fold{k}.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "{SMILE_VLM} evaluate --store {input.store} --folds {input.folds} --k {wildcards.k}"
+        " --model {input.model} --variant {params.variant:q} --settings {params.settings:q}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,25 @@
+# ---- render: one job per subject, multiview PNGs (dynamic images for 4D sequences) -----------
+
+
+rule render:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+    output:
+        "results/{dataset}/views/{subject}/index.csv",
+    params:
+        out_dir=lambda w: f"results/{w.dataset}/views/{w.subject}",
+        settings=as_json(config["render"]),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "logs/render/{dataset}/{subject}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    message:
+        "Rendering {wildcards.dataset} subject {wildcards.subject}"
+    shell:
+        "{SMILE_VLM} render --manifest {input.manifest} --dataset {wildcards.dataset}"
+        " --subject {wildcards.subject:q} --out {params.out_dir:q}"
+        " --settings {params.settings:q} > {log} 2>&1"

@@ -1,0 +1,40 @@
+# ---- store: per-subject shards -> one Zarr store per dataset; a contact sheet to look at -----
+
+
+rule pack:
+    input:
+        manifest="results/{dataset}/manifest.csv",
+        shards=shard_indexes,
+    output:
+        directory("results/{dataset}/store.zarr"),
+    params:
+        settings=lambda w: as_json({"render": config["render"], **config["store"]}),
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/pack/{dataset}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    message:
+        "Packing {wildcards.dataset} renders into a Zarr store"
+    shell:
+        "{SMILE_VLM} pack --manifest {input.manifest} --dataset {wildcards.dataset}"
+        " --out {output} --settings {params.settings:q} --shards {input.shards} > {log} 2>&1"
+
+
+rule contact_sheet:
+    input:
+        "results/{dataset}/store.zarr",
+    output:
+        report(
+            "results/{dataset}/figures/contact_sheet.png",
+            caption="../report/contact_sheet.rst",
+            category="Renders",
+        ),
+    log:
+        "logs/contact_sheet/{dataset}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    shell:
+        "{SMILE_VLM} contact-sheet --store {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,18 @@
+# ---- synthetic raw data: the embedded default, written in each dataset's own raw format ----
+
+
+rule synth:
+    output:
+        f"{config['synthetic']['root']}/{{dataset}}/SYNTHETIC.json",
+    params:
+        root=lambda w: synthetic_root(w.dataset),
+        settings=lambda w: as_json(synth_settings(w.dataset)),
+    log:
+        "logs/synth/{dataset}.log",
+    conda:
+        "../../envs/preprocess.yaml"
+    message:
+        "Writing synthetic {wildcards.dataset} scans in the dataset's raw format"
+    shell:
+        "{SMILE_VLM} synth --dataset {wildcards.dataset} --root {params.root:q}"
+        " --settings {params.settings:q} > {log} 2>&1"
