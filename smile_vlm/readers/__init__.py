@@ -1,0 +1,66 @@
+"""Raw readers of the five datasets; every one returns plain arrays or a ``Mesh``.
+
+Bad input always raises ``ScanError(path, reason)``. Submodules are imported inside
+``read_mesh`` so that each reader can import ``resolve_texture`` from here without a cycle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from smile_vlm.errors import ScanError
+from smile_vlm.mesh import Mesh
+
+MESH_EXTENSIONS = (".wrl", ".obj", ".bnt")
+
+
+def resolve_texture(
+    scan_dir: str | Path, name: str, *, source: str | Path | None = None, must_exist: bool = True
+) -> Path:
+    """The texture file ``name`` (as written inside a scan) resolved in the scan's own folder.
+
+    A raw file must never make us read outside its folder, so '..' components, absolute or
+    drive paths and symlinks that resolve elsewhere are refused. ``source`` names the file in
+    the error (the mesh that referenced the texture); ``must_exist`` makes a missing texture an
+    error, otherwise the (not yet existing) path inside the folder is returned.
+    """
+    scan_dir = Path(scan_dir)
+    where = source if source is not None else scan_dir / name
+    name = name.strip()
+    if not name:
+        raise ScanError(where, "empty texture name")
+    # Check both path flavours: a name written on Windows ("..\\x.bmp", "C:\\x.bmp") is as
+    # dangerous as a POSIX one, whatever machine reads it.
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\")):
+        raise ScanError(where, f"texture path {name!r} is absolute; it must lie in the scan folder")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise ScanError(where, f"texture path {name!r} leaves the scan folder ('..')")
+    candidate = scan_dir / posix
+    folder = os.path.realpath(scan_dir)
+    target = os.path.realpath(candidate)
+    if os.path.commonpath([folder, target]) != folder:
+        raise ScanError(where, f"texture {name!r} links outside the scan folder")
+    if must_exist and not candidate.is_file():
+        raise ScanError(where, f"texture {name!r} not found in {scan_dir}")
+    return candidate
+
+
+def read_mesh(path: str | Path, *, require_texture: bool = False) -> Mesh:
+    """Read a ``.wrl`` (VRML 2.0), ``.obj`` or Bosphorus ``.bnt`` scan as a triangle mesh."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".wrl":
+        from smile_vlm.readers.vrml import read_vrml
+
+        return read_vrml(path, require_texture=require_texture)
+    if suffix == ".obj":
+        from smile_vlm.readers.obj import read_obj
+
+        return read_obj(path, require_texture=require_texture)
+    if suffix == ".bnt":
+        from smile_vlm.readers.bosphorus import bnt_to_mesh, read_bnt
+
+        return bnt_to_mesh(read_bnt(path), path, require_texture=require_texture)
+    raise ScanError(path, f"unsupported mesh extension {path.suffix!r} (expected {', '.join(MESH_EXTENSIONS)})")

@@ -1,0 +1,147 @@
+"""Class lists and file-name parsers of the five datasets (datasets.md §1.2, §2.2, §3.2, §4.2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from smile_vlm.errors import ScanError
+
+BASIC_EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+
+# Class index = position in the list. BP4D keeps the six basic emotions first so that a model
+# trained on BU-4DFE scores BP4D's T1/T8 sequences with the same indices.
+CLASSES: dict[str, list[str]] = {
+    "bu3dfe": BASIC_EMOTIONS + ["neutral"],
+    "bu4dfe": list(BASIC_EMOTIONS),
+    "bp4d": BASIC_EMOTIONS + ["embarrassment", "pain"],
+    "bosphorus": BASIC_EMOTIONS + ["neutral"],
+    "4dme": ["positive", "negative", "surprise", "repression", "others"],
+}
+
+BU3DFE_EXPRESSIONS = {
+    "AN": "anger",
+    "DI": "disgust",
+    "FE": "fear",
+    "HA": "happiness",
+    "SA": "sadness",
+    "SU": "surprise",
+    "NE": "neutral",
+}
+
+BU4DFE_FOLDERS = {
+    "Angry": "anger",
+    "Disgust": "disgust",
+    "Fear": "fear",
+    "Happy": "happiness",
+    "Sad": "sadness",
+    "Surprise": "surprise",
+}
+
+BOSPHORUS_EMOTIONS = {
+    "ANGER": "anger",
+    "DISGUST": "disgust",
+    "FEAR": "fear",
+    "HAPPY": "happiness",
+    "SADNESS": "sadness",
+    "SURPRISE": "surprise",
+}
+
+# Target emotion of each BP4D-Spontaneous task (Zhang et al. 2014); a default, overridable by
+# settings["task_classes"] because cross-dataset papers keep only some of them (T1, T8).
+BP4D_TASK_CLASSES = {
+    "T1": "happiness",
+    "T2": "sadness",
+    "T3": "surprise",
+    "T4": "embarrassment",
+    "T5": "fear",
+    "T6": "pain",
+    "T7": "anger",
+    "T8": "disgust",
+}
+
+BU3DFE_RACES = {
+    "WH": "white",
+    "AE": "east-asian",
+    "AM": "middle-east-asian",
+    "BL": "black",
+    "IN": "indian",
+    "LA": "hispanic-latino",
+}
+
+_BU3DFE_PATTERN = re.compile(
+    r"^(?P<sex>[FM])(?P<number>\d{4})_(?P<expression>AN|DI|FE|HA|NE|SA|SU)(?P<level>\d{2})"
+    r"(?P<race>WH|AE|AM|BL|IN|LA)_(?P<kind>F3D|RAW|F2D)\.(?P<ext>wrl|bmp|bnd|pse)$"
+)
+
+
+@dataclass(frozen=True)
+class Bu3dfeName:
+    subject: str  # F0001
+    sex: str  # F or M
+    expression: str  # two-letter code, e.g. AN
+    label: str  # canonical class name
+    intensity: int  # 0 (neutral) .. 4
+    race: str  # two-letter code, e.g. WH
+    kind: str  # F3D, RAW or F2D
+    base: str  # F0001_AN01WH, the sample id
+
+
+def parse_bu3dfe_name(name: str | Path) -> Bu3dfeName:
+    """Parse ``F0001_AN01WH_F3D.wrl``; raise ScanError for names outside §1.2's grammar."""
+    basename = Path(name).name
+    match = _BU3DFE_PATTERN.match(basename)
+    if match is None:
+        raise ScanError(name, "not a BU-3DFE file name (<SID>_<EX><LV><RC>_<KIND>.<ext>)")
+    level = int(match["level"])
+    # Neutral exists only at level 00 and the expressions only at 01..04 (§1.2).
+    if (match["expression"] == "NE") != (level == 0) or level > 4:
+        raise ScanError(name, f"invalid intensity level {match['level']} for {match['expression']}")
+    return Bu3dfeName(
+        subject=f"{match['sex']}{match['number']}",
+        sex=match["sex"],
+        expression=match["expression"],
+        label=BU3DFE_EXPRESSIONS[match["expression"]],
+        intensity=level,
+        race=match["race"],
+        kind=match["kind"],
+        base=basename.rsplit("_", 1)[0],
+    )
+
+
+@dataclass(frozen=True)
+class BosphorusName:
+    subject: str  # bs000
+    scan_class: str  # N, E, LFAU, UFAU, CAU, YR, PR, CR, O, IGN
+    code: str  # e.g. HAPPY, 12LW, A26A12lw (case kept)
+    repeat: int  # 0-based repeat index
+    label: str  # canonical class name, '' for classes we do not classify
+
+
+def parse_bosphorus_name(name: str | Path) -> BosphorusName:
+    """Parse ``bs000_E_HAPPY_0.bnt`` (or a bare stem) into its four fields (§4.2)."""
+    stem = Path(name).name.split(".", 1)[0]
+    fields = stem.split("_")
+    if len(fields) != 4 or not re.fullmatch(r"bs\d{3}", fields[0]) or not fields[3].isdigit():
+        raise ScanError(name, "not a Bosphorus file name (bsNNN_<CLASS>_<CODE>_<n>)")
+    subject, scan_class, code, repeat = fields
+    if scan_class == "E":
+        label = BOSPHORUS_EMOTIONS.get(code, "")
+    elif scan_class == "N" and code == "N":
+        label = "neutral"
+    else:
+        label = ""
+    return BosphorusName(subject, scan_class, code, int(repeat), label)
+
+
+def frame_number(name: str | Path) -> int:
+    """The last integer in a file's stem: ``0012.wrl`` -> 12, ``frame_3_000045.obj`` -> 45.
+
+    Padding differs across subjects (BP4D) so frames are always ordered by this number.
+    """
+    stem = Path(name).name.rsplit(".", 1)[0]
+    digits = re.findall(r"\d+", stem)
+    if not digits:
+        raise ScanError(name, "no frame number in the file name")
+    return int(digits[-1])

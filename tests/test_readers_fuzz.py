@@ -1,0 +1,285 @@
+"""Broken, truncated, hostile input: every reader raises ScanError naming the file, nothing else."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from conftest_readers import (
+    LM2_TEXT,
+    LM3_TEXT,
+    POLY_POLYGONS,
+    POLY_UV_POLYGONS,
+    POLY_UVS,
+    POLY_VERTICES,
+    bnt_bytes,
+    bnt_grid,
+    vrml_text,
+    write_bnd,
+    write_bnt,
+    write_vrml,
+)
+from smile_vlm.errors import ScanError
+from smile_vlm.readers import read_mesh
+from smile_vlm.readers.bnd import read_bnd
+from smile_vlm.readers.bosphorus import read_bnt, read_lm2, read_lm3
+from smile_vlm.readers.obj import read_obj
+from smile_vlm.readers.vrml import parse_vrml
+
+GOOD_VRML = vrml_text(POLY_VERTICES, POLY_POLYGONS, POLY_UVS, POLY_UV_POLYGONS, url=None)
+
+
+def raises_for(path, call, match):
+    with pytest.raises(ScanError, match=match) as info:
+        call(path)
+    assert str(info.value).startswith(f"{path}: ")
+    return info.value
+
+
+# ----------------------------------------------------------------------------- VRML
+
+
+def test_every_truncation_inside_the_shape_is_rejected(tmp_path):
+    path = tmp_path / "cut.wrl"
+    end_of_shape = GOOD_VRML.rindex("}", 0, GOOD_VRML.index("DEF Tricorder_Camera"))
+    for cut in range(end_of_shape):
+        with pytest.raises(ScanError) as info:
+            parse_vrml(GOOD_VRML[:cut], path)
+        assert info.value.path == str(path), cut
+
+
+@pytest.mark.parametrize(
+    "old, new, reason",
+    [
+        ("1 1 0,", "1 nan 0,", "non-finite .* vertex"),
+        ("2 2 0,", "2 inf 0,", "non-finite .* vertex"),
+        ("0.3 0.85", "0.3 -inf", "non-finite .* texture"),
+        ("1 4 2\n", "1 4 7\n", "coordIndex refers to index 7 but there are only 7 vertices"),
+        ("9 1 5\n", "10 1 5\n", "texCoordIndex refers to index 10 but there are only 10"),
+        ("4 5 6 7 8 -1", "4 5 6 7 -1, 8", "polygon structure"),
+        ("1 4 2\n", "1 4 -1\n", "polygon with 2 corners"),
+        ("3 2 4 5 6 -1", "3 2 -4 5 6 -1", "negative index -4"),
+        ("1 1 0,", "1 1 zero,", "coord point block holds something other than numbers"),
+        ("1 4 2\n", "1 4 2.5\n", "coordIndex block holds something other than integers"),
+        ("0 2 0\n", "0 2\n", "not x y z triples"),
+        ("#VRML V2.0 utf8", "#VRML V1.0 ascii", "unsupported VRML version"),
+        ("#VRML V2.0 utf8", "#Inventor V2.1", "no '#VRML' header"),
+    ],
+)
+def test_corrupted_values_are_rejected(tmp_path, old, new, reason):
+    assert old in GOOD_VRML
+    path = tmp_path / "bad.wrl"
+    path.write_text(GOOD_VRML.replace(old, new, 1))
+    raises_for(path, read_mesh, reason)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "no '#VRML' header"),
+        (b"#VRML V2.0 utf8\n", "no vertices"),
+        (b"#VRML V2.0 utf8\nShape { geometry IndexedFaceSet { coord Coordinate { point [ ] } } }", "no vertices"),
+        (b"#VRML V2.0 utf8\ncoord Coordinate { point [ 0 0 0, 1 0 0, 0 1 0 ] }", "no polygons"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00garbage", "no '#VRML' header"),
+    ],
+)
+def test_empty_and_garbage_files(tmp_path, content, reason):
+    path = tmp_path / "x.wrl"
+    path.write_bytes(content)
+    raises_for(path, read_mesh, reason)
+
+
+def test_random_text_after_a_vrml_header_never_crashes(tmp_path):
+    # Seeded, so a failure reproduces; tokens drawn from VRML's own vocabulary make the
+    # parser reach its block and index logic instead of failing on the first byte.
+    rng = np.random.default_rng(0)
+    vocabulary = ["coord", "Coordinate", "{", "}", "point", "[", "]", "coordIndex", "texCoord",
+                  "TextureCoordinate", "texCoordIndex", "-1", "0", "1", "2", "1e400", ",", "#", "url", '"']
+    for _ in range(300):
+        junk = " ".join(rng.choice(vocabulary, size=rng.integers(0, 40)))
+        with pytest.raises(ScanError):
+            parse_vrml("#VRML V2.0 utf8\n" + junk, tmp_path / "junk.wrl")
+
+
+def test_single_character_mutations_give_a_mesh_or_a_scan_error(tmp_path):
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        position = int(rng.integers(len(GOOD_VRML)))
+        character = str(rng.choice(list("x-,[]{}#\"9 .")))
+        text = GOOD_VRML[:position] + character + GOOD_VRML[position + 1 :]
+        try:
+            mesh = parse_vrml(text, tmp_path / "m.wrl")
+        except ScanError:
+            continue
+        # Whatever survives must be internally consistent.
+        assert mesh.faces.min() >= 0 and mesh.faces.max() < mesh.n_vertices
+        if mesh.face_uv is not None:
+            assert mesh.face_uv.max() < len(mesh.uv)
+        assert np.isfinite(mesh.vertices).all()
+
+
+@pytest.mark.parametrize("url", ["../x.bmp", "sub/../../x.bmp", "..\\x.bmp"])
+def test_texture_url_with_dotdot_is_rejected_even_if_the_file_exists(tmp_path, url):
+    scan_dir = tmp_path / "F0001"
+    (tmp_path / "x.bmp").write_bytes(b"outside")
+    path = write_vrml(scan_dir / "a.wrl", url=url, texture=False)
+    raises_for(path, read_mesh, r"leaves the scan folder")
+
+
+@pytest.mark.parametrize("url", ["/textures/x.bmp", "C:\\data\\x.bmp", "\\\\server\\share\\x.bmp"])
+def test_absolute_texture_url_is_rejected(tmp_path, url):
+    path = write_vrml(tmp_path / "a.wrl", url=url, texture=False)
+    raises_for(path, read_mesh, "is absolute")
+
+
+def test_texture_symlink_pointing_outside_is_rejected(tmp_path):
+    outside = tmp_path / "secret.bmp"
+    outside.write_bytes(b"outside")
+    scan_dir = tmp_path / "scan"
+    path = write_vrml(scan_dir / "a.wrl", url="tex.bmp", texture=False)
+    (scan_dir / "tex.bmp").symlink_to(outside)
+    raises_for(path, read_mesh, "links outside the scan folder")
+
+
+def test_unreadable_and_unsupported_paths(tmp_path):
+    raises_for(tmp_path / "missing.wrl", read_mesh, "cannot read")
+    (tmp_path / "a.ply").write_text("ply")
+    raises_for(tmp_path / "a.ply", read_mesh, "unsupported mesh extension")
+
+
+# ----------------------------------------------------------------------------- OBJ
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("", "no faces"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no faces"),
+        ("v 0 0 0\nv 1 0 0\nf 1 2 7\n", "OBJ parse failed|out of range"),
+        ("v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "non-finite"),
+        ("v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "non-finite"),
+        ("this is not an obj file\n\x00\x01", "no faces"),
+    ],
+)
+def test_broken_obj(tmp_path, content, reason):
+    path = tmp_path / "0001.obj"
+    path.write_text(content)
+    raises_for(path, read_obj, reason)
+
+
+def test_obj_material_outside_the_folder_is_rejected(tmp_path):
+    (tmp_path / "m.mtl").write_text("newmtl a\nmap_Kd tex.jpg\n")
+    path = tmp_path / "scan" / "0001.obj"
+    path.parent.mkdir()
+    path.write_text("mtllib ../m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    raises_for(path, read_obj, "leaves the scan folder")
+
+
+def test_obj_missing_texture_only_fails_when_required(tmp_path):
+    (tmp_path / "m.mtl").write_text("newmtl a\nmap_Kd 0001.jpg\n")
+    path = tmp_path / "0001.obj"
+    path.write_text("mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    assert read_obj(path).texture is None
+    raises_for(path, lambda p: read_obj(p, require_texture=True), "texture '0001.jpg' not found")
+
+
+# ----------------------------------------------------------------------------- BNT
+
+
+def test_bnt_truncated_or_padded_is_rejected(tmp_path):
+    data = (write_bnt(tmp_path / "ok.bnt")).read_bytes()
+    for name, content in [("short.bnt", data[:-8]), ("long.bnt", data + b"\0"), ("tiny.bnt", data[:10])]:
+        (tmp_path / name).write_bytes(content)
+        raises_for(tmp_path / name, read_bnt, "truncated|file size")
+
+
+def test_bnt_value_count_must_match_the_grid(tmp_path):
+    xyz, uv = bnt_grid()
+    data = bytearray(bnt_bytes(xyz, uv, "a.png"))
+    count_at = struct.calcsize("<HHdH") + len("a.png")
+    data[count_at : count_at + 4] = struct.pack("<I", 5 * 12 - 5)
+    path = tmp_path / "a.bnt"
+    path.write_bytes(bytes(data[:-40]))
+    raises_for(path, read_bnt, r"value count 55 != 5 \* 3 \* 4")
+
+
+def test_bnt_nan_at_a_valid_point_is_rejected_but_background_is_ignored(tmp_path):
+    xyz, uv = bnt_grid()
+    background = xyz.copy()
+    background[0, 3, 0] = np.nan  # X of a background point: never used
+    (tmp_path / "ok.bnt").write_bytes(bnt_bytes(background, uv, "ok.png"))
+    assert read_bnt(tmp_path / "ok.bnt").valid.sum() == 9
+    xyz[1, 1, 1] = np.inf
+    (tmp_path / "bad.bnt").write_bytes(bnt_bytes(xyz, uv, "bad.png"))
+    raises_for(tmp_path / "bad.bnt", read_bnt, "non-finite")
+
+
+def test_bnt_with_no_valid_point_has_no_mesh(tmp_path):
+    xyz, uv = bnt_grid()
+    xyz[...] = -1e9
+    (tmp_path / "empty.bnt").write_bytes(bnt_bytes(xyz, uv, "empty.png"))
+    raises_for(tmp_path / "empty.bnt", read_mesh, "only 0 valid grid points")
+
+
+@pytest.mark.parametrize("name, reason", [("../a.png", "leaves the scan folder"), ("/textures/a.png", "is absolute")])
+def test_bnt_texture_name_outside_is_rejected(tmp_path, name, reason):
+    path = write_bnt(tmp_path / "bs000_N_N_0.bnt", texture=False, name=name)
+    raises_for(path, read_mesh, reason)
+
+
+def test_bnt_missing_texture_only_fails_when_required(tmp_path):
+    path = write_bnt(tmp_path / "bs000_N_N_0.bnt", texture=False)
+    assert read_mesh(path).texture is None
+    raises_for(path, lambda p: read_mesh(p, require_texture=True), "not found")
+
+
+# ----------------------------------------------------------------------------- landmarks
+
+
+def test_bnd_wrong_row_count_and_garbage(tmp_path):
+    raises_for(write_bnd(tmp_path / "a.bnd", n=82), read_bnd, "82 landmark rows, expected 83")
+    path = write_bnd(tmp_path / "b.bnd")
+    path.write_text(path.read_text().replace("10\t\t1.000000", "10\t\tone", 1))
+    raises_for(path, read_bnd, "non-numeric")
+    path.write_text(write_bnd(tmp_path / "c.bnd").read_text().replace("0.500000", "nan", 1))
+    raises_for(path, read_bnd, "non-finite")
+    path.write_text("1 2 3\n" * 83)
+    raises_for(path, read_bnd, "row 1 has 3 fields")
+    raises_for(tmp_path / "none.bnd", read_bnd, "cannot read")
+
+
+@pytest.mark.parametrize(
+    "old, new, reason",
+    [
+        ("3 landmarks:", "4 landmarks:", "announces 4 landmarks"),
+        ("3 landmarks:", "three landmarks:", "'<N> landmarks' line"),
+        ("0.5 -1.25 40", "0.5 -1.25", "has 2 coordinates"),
+        ("0.5 -1.25 40", "0.5 nan 40", "non-finite"),
+        ("Chin middle", "Nose tip", "appears twice"),
+        ("# 3D Landmark File", "3D Landmark File", "comment line"),
+    ],
+)
+def test_broken_lm3(tmp_path, old, new, reason):
+    path = tmp_path / "a.lm3"
+    path.write_bytes(LM3_TEXT.replace(old, new, 1).encode())
+    raises_for(path, read_lm3, reason)
+
+
+def test_broken_lm2(tmp_path):
+    path = tmp_path / "a.lm2"
+    path.write_bytes(LM2_TEXT.replace("515.5 1300\r\n", "").encode())
+    raises_for(path, read_lm2, "announces 2 landmarks")
+    path.write_bytes(LM2_TEXT.replace("Labels:", "Names:").encode())
+    raises_for(path, read_lm2, "missing 'Labels:'")
+
+
+def test_second_indexed_face_set_and_orphan_texcoordindex_are_rejected(tmp_path):
+    shape = GOOD_VRML[GOOD_VRML.index("    Shape {") : GOOD_VRML.index("  ]\n}")]
+    path = tmp_path / "two.wrl"
+    path.write_text(GOOD_VRML.replace(shape, shape + shape, 1))
+    raises_for(path, read_mesh, "several IndexedFaceSets")
+    start = GOOD_VRML.index("        texCoord TextureCoordinate")
+    path.write_text(GOOD_VRML[:start] + GOOD_VRML[GOOD_VRML.index("        texCoordIndex") :])
+    raises_for(path, read_mesh, "texCoordIndex without a texCoord block")
