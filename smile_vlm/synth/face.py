@@ -1,0 +1,580 @@
+"""A procedural face driven by FACS action units.
+
+The face is a height field over a regular (row, column) grid cropped by a superellipse:
+rows grow with y (row 0 = chin side), columns grow with x. Keeping the grid makes the
+Bosphorus range image (.bnt) a direct dump and keeps vertex indices fixed across the frames
+of one sequence, so landmarks are vertex indices that move with the expression.
+
+Units are millimetres, the face looks toward +z, y is up and the nose tip is the highest z
+(as in BU-3DFE scans). Action units are smooth localized displacement fields added to the
+rest shape; an expression is a weighted sum of them, then a small head pose and sensor noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+
+ACTION_UNITS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27, 43, 45)
+
+# EMFACS prototypes; weights are the relative strength of each AU at full intensity.
+PROTOTYPES: dict[str, dict[int, float]] = {
+    "neutral": {},
+    "happiness": {6: 1.0, 12: 1.0, 25: 0.3},
+    "sadness": {1: 1.0, 4: 0.6, 15: 1.0, 17: 0.5},
+    "surprise": {1: 1.0, 2: 1.0, 5: 1.0, 26: 1.0, 25: 0.5},
+    "fear": {1: 1.0, 2: 0.7, 4: 0.6, 5: 1.0, 7: 0.4, 20: 1.0, 26: 0.5, 25: 0.5},
+    "anger": {4: 1.0, 5: 0.6, 7: 0.8, 23: 1.0, 24: 0.6},
+    "disgust": {9: 1.0, 10: 0.8, 15: 0.6, 16: 0.5, 4: 0.3},
+    # BP4D tasks without a basic-emotion counterpart
+    "embarrassment": {12: 0.6, 24: 0.6, 14: 0.5, 43: 0.3},
+    "pain": {4: 0.8, 6: 0.8, 7: 1.0, 9: 0.6, 10: 0.6, 43: 0.4},
+}
+
+# BU-3DFE levels 01..04 (01 = lowest); level 0 is neutral.
+INTENSITY_SCALE = {0: 0.0, 1: 0.35, 2: 0.6, 3: 0.8, 4: 1.0}
+
+# 4DME derives its five emotion labels from the coded AUs (objective classes, §5.1).
+MICRO_CLASSES = ("positive", "negative", "surprise", "repression", "others")
+_MICRO_RULES = {
+    "positive": {6, 12},
+    "negative": {4, 7, 9, 10, 20},
+    "surprise": {1, 2, 5, 26},
+    "repression": {14, 15, 17, 23, 24},
+}
+# AU sets a micro-expression clip is drawn from; several give two labels at once.
+MICRO_TEMPLATES: tuple[tuple[int, ...], ...] = (
+    (12,), (6, 12), (4,), (4, 7), (9,), (10,), (1, 2), (5,), (1, 2, 5),
+    (14,), (17,), (23,), (24,), (15, 17), (1, 2, 4), (12, 17), (25,), (16,), (45,),
+)
+
+RACES = ("WH", "AE", "BL", "LA", "IN", "AM")
+_SKIN_TONES = {  # linear RGB in [0, 1], one base tone per BU-3DFE race code
+    "WH": (0.87, 0.70, 0.60), "AE": (0.86, 0.72, 0.56), "BL": (0.45, 0.30, 0.22),
+    "LA": (0.74, 0.56, 0.42), "IN": (0.62, 0.44, 0.32), "AM": (0.78, 0.60, 0.47),
+}
+
+
+def micro_labels(aus) -> list[str]:
+    """The 4DME emotion classes implied by a set of AU numbers (``others`` when none match)."""
+    present = {int(a) for a in aus}
+    labels = [name for name, rule in _MICRO_RULES.items() if present & rule]
+    return labels or ["others"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Per-subject shape and appearance, all in millimetres (colours in [0, 1])."""
+
+    width: float
+    height: float
+    depth: float
+    nose_length: float
+    nose_width: float
+    nose_height: float
+    mouth_width: float
+    eye_spacing: float
+    brow_height: float
+    chin: float
+    mouth_corner_rest: float  # some faces have corners naturally up or down
+    superellipse: float  # crop shape; also makes vertex counts differ per subject
+    skin: tuple[float, float, float]
+    texture_seed: int
+    race: str = "WH"
+
+
+def sample_identity(rng: np.random.Generator, race: str | None = None) -> Identity:
+    race = race or str(rng.choice(RACES, p=[0.5, 0.24, 0.09, 0.08, 0.06, 0.03]))
+    tone = np.clip(np.asarray(_SKIN_TONES[race]) * rng.normal(1.0, 0.06) + rng.normal(0, 0.02, 3), 0.1, 0.95)
+    return Identity(
+        width=float(rng.uniform(138, 162)),
+        height=float(rng.uniform(185, 210)),
+        depth=float(rng.uniform(62, 80)),
+        nose_length=float(rng.uniform(26, 36)),
+        nose_width=float(rng.uniform(30, 40)),
+        nose_height=float(rng.uniform(22, 30)),
+        mouth_width=float(rng.uniform(44, 56)),
+        eye_spacing=float(rng.uniform(58, 70)),
+        brow_height=float(rng.uniform(11, 17)),
+        chin=float(rng.uniform(-4, 4)),
+        mouth_corner_rest=float(rng.normal(0, 1.5)),
+        superellipse=float(rng.uniform(2.0, 2.6)),
+        skin=tuple(float(c) for c in tone),
+        texture_seed=int(rng.integers(2**31)),
+        race=race,
+    )
+
+
+@dataclass
+class FaceFrame:
+    """One posed face: grid positions (R, C, 3) plus what the writers need beside them."""
+
+    grid: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def vertices(self) -> np.ndarray:
+        return self.grid[self.valid]
+
+
+@dataclass
+class FaceModel:
+    """The rest shape, AU basis, topology, UVs, texture and landmarks of one identity."""
+
+    identity: Identity
+    resolution: int = 64
+    features: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        ident = self.identity
+        cols = int(self.resolution)
+        rows = int(round(cols * ident.height / ident.width))
+        x = np.linspace(-ident.width / 2, ident.width / 2, cols)
+        y = np.linspace(-0.55 * ident.height, 0.45 * ident.height, rows)
+        self.x, self.y = np.meshgrid(x, y)  # (rows, cols); row 0 = bottom of the face
+        self.rows, self.cols = rows, cols
+        self._y0, self._y1 = float(y[0]), float(y[-1])
+        xn = self.x / (ident.width / 2)
+        yn = (self.y - 0.5 * (y[0] + y[-1])) / (ident.height / 2)
+        self.valid = np.abs(xn) ** ident.superellipse + np.abs(yn) ** ident.superellipse <= 1.0
+        eye_y = ident.nose_length + 4.0
+        self.features = {
+            "eye_x": ident.eye_spacing / 2, "eye_y": eye_y, "brow_y": eye_y + ident.brow_height,
+            "mouth_y": -ident.nose_length * 0.55 - 12.0, "mouth_x": ident.mouth_width / 2,
+            "chin_y": -ident.nose_length * 0.55 - 42.0 + ident.chin, "nose_x": ident.nose_width / 2,
+        }
+        height = self._height_field(xn)  # also shifts self.y by the resting mouth-corner offset
+        self.rest = np.stack([self.x, self.y, height], axis=-1)
+        self.rest[..., 2] -= self.rest[..., 2][self.valid].max() - 5.0  # nose tip near z = +5 as in BU-3DFE
+        self.au_basis = {au: self._au_field(au) for au in ACTION_UNITS}
+        self._build_topology()
+        self._build_landmarks()
+
+    # ----------------------------------------------------------------- geometry
+    def _g(self, cx, cy, sx, sy):
+        return np.exp(-0.5 * (((self.x - cx) / sx) ** 2 + ((self.y - cy) / sy) ** 2))
+
+    def _sym(self, cx, cy, sx, sy):
+        """A Gaussian bump mirrored on both sides of the midline."""
+        return self._g(cx, cy, sx, sy) + self._g(-cx, cy, sx, sy)
+
+    def _height_field(self, xn: np.ndarray) -> np.ndarray:
+        ident, f = self.identity, self.features
+        x, y = self.x, self.y
+        yc = y / (ident.height / 2)
+        z = -ident.depth * (0.75 * xn**2 + 0.2 * xn**4 + 0.22 * yc**2)
+        # nose: a ridge from the bridge (eye level) to the tip at y = 0, widening downward
+        along = np.clip(y / f["eye_y"], 0.0, 1.0)
+        ridge_width = 5.0 + (1 - along) * (f["nose_x"] * 0.3)
+        profile = np.where(y >= 0, ident.nose_height * (1 - 0.75 * along), ident.nose_height * np.exp(-0.5 * (y / 5.5) ** 2))
+        profile = np.where(y > f["eye_y"], ident.nose_height * 0.25 * np.exp(-0.5 * ((y - f["eye_y"]) / 10) ** 2), profile)
+        z += profile * np.exp(-0.5 * (x / ridge_width) ** 2)
+        z += 4.0 * self._g(0.0, 0.0, 5.0, 5.0)  # the tip: keeps it the highest point of every face
+        z += 5.0 * self._sym(f["nose_x"] * 0.65, -4.0, 5.0, 4.5)  # alar wings
+        # eyes: sockets, eyeballs and lid rims
+        z += -14.0 * self._sym(f["eye_x"], f["eye_y"], 15.0, 10.0)
+        z += 5.0 * self._sym(f["eye_x"], f["eye_y"], 9.0, 4.5)
+        z += 2.0 * self._sym(f["eye_x"], f["eye_y"] + 5.0, 11.0, 2.0)
+        z += -3.0 * self._sym(f["eye_x"], f["eye_y"] - 0.5, 11.0, 1.6)  # palpebral fissure
+        # brow ridge, cheeks, lips, chin
+        z += 6.0 * self._sym(f["eye_x"], f["brow_y"], 22.0, 6.0)
+        z += 8.0 * self._sym(f["eye_x"] + 6.0, -10.0, 18.0, 14.0)
+        mouth_y, mouth_x = f["mouth_y"], f["mouth_x"]
+        z += 6.0 * self._g(0, mouth_y + 4.5, mouth_x * 0.6, 3.5)
+        z += 6.5 * self._g(0, mouth_y - 5.0, mouth_x * 0.55, 4.0)
+        z += -3.5 * self._g(0, mouth_y, mouth_x * 0.7, 1.3)  # the lip line
+        z += -3.0 * self._g(0, mouth_y - 13.0, mouth_x * 0.5, 3.0)  # labiomental fold
+        z += 8.0 * self._g(0, f["chin_y"], 18.0, 10.0)
+        # the identity's resting mouth-corner height moves the corners before any AU acts
+        self._corner_rest = ident.mouth_corner_rest * self._sym(mouth_x, mouth_y, 8.0, 8.0)
+        self.y = self.y + self._corner_rest
+        return z
+
+    def _au_field(self, au: int) -> np.ndarray:
+        """Displacement (R, C, 3) in mm of one AU at intensity 1."""
+        f = self.features
+        x = self.x
+        ex, ey, by = f["eye_x"], f["eye_y"], f["brow_y"]
+        mx, my, cy = f["mouth_x"], f["mouth_y"], f["chin_y"]
+        side = np.sign(x)
+        d = np.zeros(self.x.shape + (3,))
+
+        def add(weight, dx=0.0, dy=0.0, dz=0.0):
+            d[..., 0] += dx * weight
+            d[..., 1] += dy * weight
+            d[..., 2] += dz * weight
+
+        if au == 1:
+            add(self._sym(ex - 14, by, 10, 10), dy=8.0, dz=1.0)
+            add(self._g(0, by + 22, 20, 2.5), dz=-1.5)  # forehead wrinkle
+        elif au == 2:
+            add(self._sym(ex + 12, by, 11, 10), dy=8.0)
+            add(self._sym(ex, by + 16, 18, 2.5), dz=-1.5)
+        elif au == 4:
+            w = self._sym(ex - 8, by - 2, 13, 9)
+            add(w, dy=-7.0, dz=3.0)
+            add(w * -side, dx=4.0)
+            add(self._sym(5, by - 4, 2.5, 9), dz=-3.0)  # vertical glabella furrows
+        elif au == 5:
+            add(self._sym(ex, ey + 3.5, 10, 3.5), dy=3.5, dz=-1.0)
+            add(self._sym(ex, ey, 8, 4), dz=1.5)
+        elif au == 6:
+            add(self._sym(ex + 4, ey - 15, 16, 9), dy=4.0, dz=3.0)
+            add(self._sym(ex, ey - 5, 10, 3), dy=2.0)
+        elif au == 7:
+            add(self._sym(ex, ey - 4, 10, 3), dy=3.0, dz=1.0)
+            add(self._sym(ex, ey + 3.5, 10, 3), dy=-1.5)
+        elif au == 9:
+            add(self._sym(f["nose_x"] * 0.45, 12, 8, 9), dy=4.0, dz=2.0)
+            add(self._g(0, ey - 6, 10, 2.0), dz=-2.5)  # wrinkles across the bridge
+            add(self._sym(ex - 14, by, 9, 8), dy=-2.5)
+        elif au == 10:
+            add(self._sym(mx * 0.45, my + 5, 10, 5), dy=7.0, dz=2.5)
+            add(self._sym(f["nose_x"] * 0.8, -8, 3, 8), dz=-2.5)  # deeper nasolabial folds
+        elif au == 12:
+            w = self._sym(mx, my, 11, 9)
+            add(w, dy=8.0, dz=-2.0)
+            add(w * side, dx=5.0)
+            add(self._sym(mx + 10, my + 16, 14, 12), dy=2.5, dz=2.0)
+        elif au == 14:
+            w = self._sym(mx + 2, my, 6, 6)
+            add(w, dz=-3.0, dy=1.0)
+            add(w * -side, dx=1.5)
+        elif au == 15:
+            add(self._sym(mx, my - 2, 9, 9), dy=-8.0, dz=-1.5)
+        elif au == 16:
+            add(self._sym(mx * 0.35, my - 6, 10, 4), dy=-4.0, dz=1.5)
+        elif au == 17:
+            add(self._g(0, cy + 8, 16, 10), dy=4.0, dz=3.0)
+            add(self._g(0, my - 6, 14, 4), dy=2.0, dz=1.0)
+        elif au == 20:
+            w = self._sym(mx, my, 10, 10)
+            add(w * side, dx=7.0)
+            add(w, dy=-1.5, dz=-1.5)
+        elif au == 23:
+            add(self._sym(mx, my, 10, 8) * -side, dx=6.0)
+            add(self._g(0, my, mx, 6), dz=3.0)
+        elif au == 24:
+            add(self._g(0, my + 4, mx * 0.8, 3), dy=-2.0, dz=-1.0)
+            add(self._g(0, my - 5, mx * 0.8, 3), dy=2.0, dz=-1.0)
+        elif au == 25:
+            add(self._g(0, my + 3, mx * 0.8, 3), dy=1.5)
+            add(self._g(0, my - 4, mx * 0.8, 3), dy=-3.0)
+            add(self._g(0, my, mx * 0.6, 1.5), dz=-5.0)
+        elif au in (26, 27):
+            drop = 12.0 if au == 26 else 20.0
+            jaw = 1.0 / (1.0 + np.exp(-(my - 0.5 - self.y) / 2.0))
+            jaw *= np.exp(-((x / 60.0) ** 4))
+            add(jaw, dy=-drop, dz=-0.3 * drop)
+            # the stretched band between the lips is the open mouth: push it into the head
+            interior = 4 * jaw * (1 - jaw) * np.exp(-((x / (mx * 0.85)) ** 4))
+            add(interior, dz=-1.2 * drop)
+            if au == 27:
+                add(self._sym(mx, my, 10, 10) * -side, dx=3.0)
+        elif au in (43, 45):
+            add(self._sym(ex, ey + 4.0, 10, 3.0), dy=-4.5, dz=0.5)
+        return d
+
+    # ----------------------------------------------------------------- expression
+    def deform(self, au_weights: dict[int, float], rng: np.random.Generator | None = None,
+               pose_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
+               noise_mm: float = 0.0) -> FaceFrame:
+        """Rest shape + weighted AU fields, then head rotation (yaw, pitch, roll) and noise."""
+        grid = self.rest.copy()
+        for au, weight in au_weights.items():
+            if weight:
+                grid += float(weight) * self.au_basis[int(au)]
+        if any(pose_deg):
+            pivot = np.array([0.0, 0.0, -90.0])  # roughly the centre of the head
+            grid = (grid - pivot) @ _rotation(*pose_deg).T + pivot
+        if noise_mm and rng is not None:
+            grid = grid + rng.normal(0.0, noise_mm, grid.shape)
+        return FaceFrame(grid=grid, valid=self.valid)
+
+    # ----------------------------------------------------------------- topology
+    def _build_topology(self) -> None:
+        """Polygons over valid grid cells: mostly triangle pairs, some quads and pentagons.
+
+        The mix mirrors BU-3DFE F3D files (triangles with a few quads and pentagons) so the
+        readers' fan triangulation is exercised. Every polygon is counter-clockwise seen
+        from +z, and a pentagon is ordered so that its fan from the first corner has no
+        degenerate triangle.
+        """
+        grid_index = -np.ones(self.valid.shape, dtype=np.int64)
+        grid_index[self.valid] = np.arange(int(self.valid.sum()))
+        cell_ok = self.valid[:-1, :-1] & self.valid[:-1, 1:] & self.valid[1:, :-1] & self.valid[1:, 1:]
+        polygons: list[list[int]] = []
+        skip = np.zeros_like(cell_ok)
+        for i, j in zip(*np.nonzero(cell_ok)):
+            if skip[i, j]:
+                continue
+            p00, p01 = grid_index[i, j], grid_index[i, j + 1]
+            p10, p11 = grid_index[i + 1, j], grid_index[i + 1, j + 1]
+            cell = i * self.cols + j
+            if cell % 97 == 0 and j + 2 < self.cols and cell_ok[i, j + 1]:
+                p02, p12 = grid_index[i, j + 2], grid_index[i + 1, j + 2]
+                polygons.append([p11, p10, p00, p01, p02])
+                polygons.append([p02, p12, p11])
+                skip[i, j + 1] = True
+            elif cell % 17 == 0:
+                polygons.append([p00, p01, p11, p10])
+            else:
+                polygons.append([p00, p01, p11])
+                polygons.append([p00, p11, p10])
+        used = np.zeros(int(self.valid.sum()), dtype=bool)
+        for polygon in polygons:
+            used[polygon] = True
+        if not used.all():  # isolated valid grid points: drop them so every vertex is referenced
+            keep = np.flatnonzero(self.valid.ravel())[used]
+            self.valid = np.zeros_like(self.valid)
+            self.valid.ravel()[keep] = True
+            remap = -np.ones(used.size, dtype=np.int64)
+            remap[used] = np.arange(int(used.sum()))
+            polygons = [[int(remap[k]) for k in polygon] for polygon in polygons]
+        self.polygons = [np.asarray(p, dtype=np.int64) for p in polygons]
+        self.triangles = fan_triangulate(self.polygons)
+        self._build_uv()
+
+    def _build_uv(self) -> None:
+        """Per-corner UVs into a two-view atlas, like the BU-3DFE F3D textures (§1.4).
+
+        The left half of the image is the view of the face's negative-x side, the right half
+        the positive-x side stored rotated by 180 degrees. Polygons are assigned to a view by
+        their centroid, so vertices on the seam carry two UVs (more UVs than vertices).
+        """
+        rest_xy = self.rest[self.valid][:, :2]
+        x_min, x_max = rest_xy[:, 0].min(), rest_xy[:, 0].max()
+        y_min, y_max = rest_xy[:, 1].min(), rest_xy[:, 1].max()
+        margin = 12.0
+        self.atlas = {"x_left": (x_min - 1, margin), "x_right": (-margin, x_max + 1), "y": (y_min - 1, y_max + 1)}
+        left = self._atlas_uv(rest_xy, "left")
+        right = self._atlas_uv(rest_xy, "right")
+        n = rest_xy.shape[0]
+        corner_view_right = []
+        for polygon in self.polygons:
+            right_side = rest_xy[polygon, 0].mean() >= 0
+            corner_view_right.append(np.full(polygon.size, right_side))
+        flat_vertex = np.concatenate(self.polygons)
+        flat_right = np.concatenate(corner_view_right)
+        candidate = flat_vertex + n * flat_right  # index into concat(left, right)
+        used, inverse = np.unique(candidate, return_inverse=True)
+        self.uv = np.concatenate([left, right])[used].astype(np.float64)
+        sizes = np.array([p.size for p in self.polygons])
+        self.polygon_uv = np.split(inverse.astype(np.int64), np.cumsum(sizes)[:-1])
+        self.triangles_uv = fan_triangulate(self.polygon_uv)
+
+    def _atlas_uv(self, xy: np.ndarray, view: str) -> np.ndarray:
+        (y_lo, y_hi) = self.atlas["y"]
+        t = (xy[:, 1] - y_lo) / (y_hi - y_lo)
+        if view == "left":
+            lo, hi = self.atlas["x_left"]
+            s = (xy[:, 0] - lo) / (hi - lo)
+            return np.stack([0.5 * s, t], axis=1)
+        lo, hi = self.atlas["x_right"]
+        s = (xy[:, 0] - lo) / (hi - lo)
+        return np.stack([1.0 - 0.5 * s, 1.0 - t], axis=1)  # rotated by 180 degrees
+
+    # ----------------------------------------------------------------- texture
+    def texture(self, size: int) -> np.ndarray:
+        """(size, size, 3) uint8 two-view atlas matching ``self.uv`` (bottom-left UV origin)."""
+        px = (np.arange(size) + 0.5) / size
+        u, v_top = np.meshgrid(px, px)
+        v = 1.0 - v_top  # image row 0 is the top, UV origin is the bottom-left
+        left = u < 0.5
+        (y_lo, y_hi) = self.atlas["y"]
+        lo_l, hi_l = self.atlas["x_left"]
+        lo_r, hi_r = self.atlas["x_right"]
+        x = np.where(left, lo_l + (u / 0.5) * (hi_l - lo_l), lo_r + ((1.0 - u) / 0.5) * (hi_r - lo_r))
+        y = np.where(left, y_lo + v * (y_hi - y_lo), y_lo + (1.0 - v) * (y_hi - y_lo))
+        return self.skin_colour(x, y)
+
+    def frontal_texture(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A frontal photo-like texture and the (R, C, 2) top-left-origin UV of every grid point.
+
+        The image is the grid upsampled by an integer factor k, and grid point (row, col) sits
+        at pixel (1 + k*col, H - 1 - k*row), the relation seen in Bosphorus scans (§4.3); row 0
+        is the bottom of the face, so it lands near the bottom of the image.
+        """
+        k = max(1, int(size) // max(self.rows, self.cols))
+        height, width = k * self.rows + 2, k * self.cols + 2
+        col, row = np.meshgrid(np.arange(self.cols), np.arange(self.rows))
+        uv = np.stack([(1 + k * col) / width, (height - 1 - k * row) / height], axis=-1)
+        px, py = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+        dx = self.x[0, 1] - self.x[0, 0]
+        y_axis = np.linspace(self._y0, self._y1, self.rows)  # rest rows before the corner offset
+        dy = y_axis[1] - y_axis[0]
+        x = self.x[0, 0] + (px - 1) / k * dx
+        y = y_axis[0] + (height - 1 - py) / k * dy
+        return self.skin_colour(x, y), uv
+
+    def skin_colour(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Colour of the rest-shape point (x, y): skin, darker brows, red lips, eyes, blotches."""
+        f = self.features
+        rng = np.random.default_rng(self.identity.texture_seed)
+        rgb = np.broadcast_to(np.asarray(self.identity.skin), x.shape + (3,)).copy()
+
+        def bump(cx, cy, sx, sy, mirrored=True):
+            g = np.exp(-0.5 * (((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
+            if mirrored:
+                g = g + np.exp(-0.5 * (((x + cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
+            return np.clip(g, 0, 1)[..., None]
+
+        for _ in range(12):  # a few broad blotches give each subject its own pattern
+            cx, cy = rng.uniform(-70, 70), rng.uniform(-90, 80)
+            tint = rng.normal(0, 0.04, 3)
+            rgb += tint * bump(cx, cy, rng.uniform(8, 25), rng.uniform(8, 25), mirrored=False)[..., 0][..., None]
+        rgb = rgb * (1 - 0.15 * bump(f["eye_x"] + 8, -10, 16, 12)) + 0.15 * bump(f["eye_x"] + 8, -10, 16, 12) * np.array([0.85, 0.45, 0.42])
+        brow = bump(f["eye_x"], f["brow_y"] + 1, 16, 2.8)
+        rgb = rgb * (1 - 0.7 * brow) + 0.7 * brow * np.array([0.18, 0.12, 0.08])
+        lips = np.clip(bump(0, f["mouth_y"] + 3.5, f["mouth_x"] * 0.6, 2.8, False) + bump(0, f["mouth_y"] - 4.5, f["mouth_x"] * 0.55, 3.2, False), 0, 1)
+        rgb = rgb * (1 - 0.6 * lips) + 0.6 * lips * np.array([0.70, 0.28, 0.28])
+        sclera = bump(f["eye_x"], f["eye_y"], 8, 2.2)
+        rgb = rgb * (1 - 0.8 * sclera) + 0.8 * sclera * np.array([0.92, 0.90, 0.88])
+        iris = bump(f["eye_x"], f["eye_y"], 2.6, 2.2)
+        rgb = rgb * (1 - 0.9 * iris) + 0.9 * iris * np.array([0.20, 0.14, 0.10])
+        rgb += rng.normal(0, 0.015, rgb.shape)  # fine pore-like noise
+        return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+
+    # ----------------------------------------------------------------- landmarks
+    def _build_landmarks(self) -> None:
+        rest = self.rest[self.valid]
+        # rest positions already include the identity's mouth-corner offset in y
+        anchor_xy = _bu83_anchors(self.features, self.identity)
+        self.bu83 = _nearest(rest[:, :2], anchor_xy)
+        bos = _bosphorus_anchors(self.features)
+        bos_index = _nearest(rest[:, :2], np.array(list(bos.values())))
+        self.bosphorus = dict(zip(bos.keys(), bos_index.tolist()))
+        self.nose_tip = int(np.argmax(rest[:, 2]))
+        self.bosphorus["Nose tip"] = self.nose_tip
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.valid.sum())
+
+
+def fan_triangulate(polygons) -> np.ndarray:
+    """Fan triangulation from each polygon's first corner, as the readers do."""
+    triangles = []
+    for p in polygons:
+        for k in range(1, len(p) - 1):
+            triangles.append((p[0], p[k], p[k + 1]))
+    return np.asarray(triangles, dtype=np.int64).reshape(-1, 3)
+
+
+def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    a, b, c = np.deg2rad([yaw, pitch, roll])
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def _nearest(points_xy: np.ndarray, anchors_xy: np.ndarray) -> np.ndarray:
+    d = ((anchors_xy[:, None, :] - points_xy[None, :, :]) ** 2).sum(-1)
+    return d.argmin(axis=1).astype(np.int64)
+
+
+def _bu83_anchors(f: dict, ident: Identity) -> np.ndarray:
+    """Rest (x, y) of the 83 BU points in the §1.5 order; the first eye/brow has negative x."""
+    ex, ey, by = f["eye_x"], f["eye_y"], f["brow_y"]
+    mx, my = f["mouth_x"], f["mouth_y"] + 0.0
+    points: list[tuple[float, float]] = []
+    for s in (-1, 1):  # 1-8 first eye, 9-16 second eye: inner, upper lid x3, outer, lower lid x3
+        points += [(s * (ex - 14), ey), (s * (ex - 7), ey + 4), (s * ex, ey + 5), (s * (ex + 7), ey + 4),
+                   (s * (ex + 14), ey), (s * (ex + 7), ey - 4), (s * ex, ey - 5), (s * (ex - 7), ey - 4)]
+    for s in (-1, 1):  # brows: upper edge inner->outer, then lower edge outer->inner
+        xs = np.linspace(ex - 20, ex + 20, 5)
+        points += [(s * xv, by + 3) for xv in xs] + [(s * xv, by - 3) for xv in xs[::-1]]
+    nx = f["nose_x"]
+    points += [(-8, ey - 2), (-10, 18), (-13, 8), (-nx * 0.65, -3), (-nx * 0.4, -9), (-6, -12), (0, -13),
+               (6, -12), (nx * 0.65, -3), (13, 8), (10, 18), (8, ey - 2)]  # 37-48, 40/45 alar, 43 subnasale
+    mouth_outer = [(-mx, my), (-mx * 0.6, my + 4), (-mx * 0.25, my + 6), (0, my + 6), (mx * 0.25, my + 6),
+                   (mx * 0.6, my + 4), (mx, my), (mx * 0.6, my - 6), (mx * 0.25, my - 8), (0, my - 8),
+                   (-mx * 0.25, my - 8), (-mx * 0.6, my - 6)]  # 49-60: 49/55 corners, 52/58 midpoints
+    mouth_inner = [(-mx * 0.8, my), (-mx * 0.4, my + 1.5), (0, my + 1.5), (mx * 0.4, my + 1.5), (mx * 0.8, my),
+                   (mx * 0.4, my - 1.5), (0, my - 1.5), (-mx * 0.4, my - 1.5)]  # 61-68
+    points += mouth_outer + mouth_inner
+    angles = np.linspace(np.pi * 0.92, np.pi * 0.08, 15)  # 69-83 along the lower contour, 76 = chin
+    rx = ident.width / 2 - 10
+    reach = ey - f["chin_y"] + 4.0
+    points += [(rx * np.cos(a), ey - reach * np.sin(a)) for a in angles]
+    out = np.asarray(points, dtype=np.float64)
+    assert out.shape == (83, 2)
+    return out
+
+
+BOSPHORUS_LABELS = (
+    "Outer left eyebrow", "Middle left eyebrow", "Inner left eyebrow", "Inner right eyebrow",
+    "Middle right eyebrow", "Outer right eyebrow", "Outer left eye corner", "Inner left eye corner",
+    "Inner right eye corner", "Outer right eye corner", "Nose saddle left", "Nose saddle right",
+    "Left nose peak", "Nose tip", "Right nose peak", "Left mouth corner", "Upper lip outer middle",
+    "Right mouth corner", "Upper lip inner middle", "Lower lip inner middle", "Lower lip outer middle",
+    "Chin middle",
+)
+
+
+def _bosphorus_anchors(f: dict) -> dict[str, tuple[float, float]]:
+    """Rest (x, y) of the 22 Bosphorus points; "left" is image-left, i.e. negative x (§4.6)."""
+    ex, ey, by, mx, my = f["eye_x"], f["eye_y"], f["brow_y"], f["mouth_x"], f["mouth_y"]
+    xy = {
+        "Outer left eyebrow": (-(ex + 20), by), "Middle left eyebrow": (-ex, by + 2),
+        "Inner left eyebrow": (-(ex - 20), by), "Inner right eyebrow": (ex - 20, by),
+        "Middle right eyebrow": (ex, by + 2), "Outer right eyebrow": (ex + 20, by),
+        "Outer left eye corner": (-(ex + 14), ey), "Inner left eye corner": (-(ex - 14), ey),
+        "Inner right eye corner": (ex - 14, ey), "Outer right eye corner": (ex + 14, ey),
+        "Nose saddle left": (-8, ey - 2), "Nose saddle right": (8, ey - 2),
+        "Left nose peak": (-f["nose_x"] * 0.65, -3), "Nose tip": (0, 0), "Right nose peak": (f["nose_x"] * 0.65, -3),
+        "Left mouth corner": (-mx, my), "Upper lip outer middle": (0, my + 6), "Right mouth corner": (mx, my),
+        "Upper lip inner middle": (0, my + 1.5), "Lower lip inner middle": (0, my - 1.5),
+        "Lower lip outer middle": (0, my - 8), "Chin middle": (0, f["chin_y"]),
+    }
+    return {label: xy[label] for label in BOSPHORUS_LABELS}
+
+
+def expression_weights(expression: str, scale: float, rng: np.random.Generator,
+                       jitter: float = 0.2, leak: float = 0.15) -> dict[int, float]:
+    """AU weights of one sample: the prototype scaled, each AU jittered, maybe one stray AU.
+
+    The log-normal jitter and the occasional unrelated AU make classes overlap a little, as
+    posers never hit a prototype exactly.
+    """
+    weights = {au: w * scale * float(np.exp(rng.normal(0.0, jitter))) for au, w in PROTOTYPES[expression].items()}
+    if leak and rng.random() < 0.5:
+        stray = int(rng.choice([au for au in ACTION_UNITS if au not in (26, 27, 43, 45)]))
+        weights[stray] = weights.get(stray, 0.0) + float(rng.uniform(0.0, leak))
+    return weights
+
+
+def random_pose(rng: np.random.Generator, sigma_deg: float = 2.5) -> tuple[float, float, float]:
+    return tuple(float(v) for v in np.clip(rng.normal(0.0, sigma_deg, 3), -3 * sigma_deg, 3 * sigma_deg))
+
+
+def temporal_profile(n_frames: int, rng: np.random.Generator, style: str = "posed") -> np.ndarray:
+    """Expression strength per frame in [0, 1].
+
+    posed: neutral - onset - apex - offset - neutral with the apex in the middle (BU-4DFE);
+    spontaneous: the same envelope with a slower, wobbling apex (BP4D tasks);
+    micro: a short rise from onset to apex and a partial fall to the offset frame (4DME).
+    """
+    t = np.linspace(0.0, 1.0, n_frames)
+    if style == "micro":
+        apex = rng.uniform(0.35, 0.6)
+        rise = np.clip(t / apex, 0, 1)
+        fall = np.clip((1 - t) / (1 - apex), 0, 1)
+        return np.where(t <= apex, _smoothstep(rise), 0.15 + 0.85 * _smoothstep(fall))
+    start, peak_on = np.sort(rng.uniform([0.05, 0.3], [0.2, 0.45]))
+    peak_off, end = np.sort(rng.uniform([0.55, 0.8], [0.7, 0.95]))
+    onset = _smoothstep(np.clip((t - start) / (peak_on - start), 0, 1))
+    offset = _smoothstep(np.clip((end - t) / (end - peak_off), 0, 1))
+    profile = np.minimum(onset, offset)
+    if style == "spontaneous":
+        wobble = 1.0 + 0.15 * np.sin(2 * np.pi * (rng.uniform(1.5, 3.0) * t + rng.uniform()))
+        profile = np.clip(profile * wobble, 0, 1)
+    return profile
+
+
+def _smoothstep(s: np.ndarray) -> np.ndarray:
+    return s * s * (3 - 2 * s)
