@@ -1,0 +1,238 @@
+"""Subject-independent folds (datasets.md §6): no subject is ever in train and test of one fold.
+
+A protocol is plain data, so every published setting is a parameter set rather than a preset:
+
+    folds: 10               number of folds per repetition (ignored for split "loso")
+    repetitions: 1          how many times the fold assignment is redrawn
+    seed: 0                 seeds the subject draw and the fold assignment
+    split: "kfold"          "kfold" or "loso" (leave one subject out: one fold per subject)
+    subjects: "all"         or an int N: a seeded random draw of N eligible subjects
+    select: "fixed"         "fixed": one draw for all repetitions (BU-3DFE P1);
+                            "random_per_repeat": a new draw per repetition (BU-3DFE P2, Bosphorus)
+    require_all_classes: false   keep only subjects that have every class (Bosphorus 65 of 105)
+    levels: null            BU-3DFE intensity levels to keep, e.g. [3, 4]; null keeps all
+    classes: null           the class set, in class-index order; null = the store's classes
+
+The folds table has one row per (repeat, fold, subject): ``split`` is "train" or "test"; ``k``
+numbers the (repeat, fold) pairs 0, 1, ... so one integer names a training job.
+Subjects outside the draw do not appear. The sample filter (classes, levels) is applied again by
+train and evaluate through ``fold_samples``, so they see exactly the samples the folds were made for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smile_vlm import atomic
+from smile_vlm.errors import ScanError
+
+FOLD_COLUMNS = ["k", "repeat", "fold", "subject", "split"]
+
+DEFAULT_PROTOCOL = {
+    "folds": 10,
+    "repetitions": 1,
+    "seed": 0,
+    "split": "kfold",
+    "subjects": "all",
+    "select": "fixed",
+    "require_all_classes": False,
+    "levels": None,
+    "classes": None,
+}
+
+# Seed-sequence tags keep the subject draw and the fold shuffle independent streams.
+_DRAW_STREAM = 1
+_SHUFFLE_STREAM = 2
+
+
+def resolve_protocol(protocol: dict | None) -> dict:
+    unknown = set(protocol or {}) - set(DEFAULT_PROTOCOL)
+    if unknown:
+        raise ScanError("protocol", f"unknown keys {sorted(unknown)}")
+    return {**DEFAULT_PROTOCOL, **(protocol or {})}
+
+
+def sample_labels(table: pd.DataFrame, store_classes: list[str] | None = None) -> list[set[str]]:
+    """The class names of each sample: one for single-label rows, several for multi-label (4DME).
+
+    ``label`` may hold class names or class indices into ``store_classes`` (-1 or '' = none);
+    a pipe-joined ``labels`` column (the manifest's multi-label form) is used when present.
+    """
+    if "labels" in table.columns and table["labels"].map(lambda v: isinstance(v, str)).all():
+        return [{name for name in value.split("|") if name} for value in table["labels"]]
+    names = []
+    for value in table["label"]:
+        if isinstance(value, str):
+            names.append({value} if value else set())
+        elif int(value) < 0:
+            names.append(set())
+        elif store_classes is None:
+            raise ScanError("store", "integer labels need the store's class list")
+        else:
+            names.append({store_classes[int(value)]})
+    return names
+
+
+def sample_filter(table: pd.DataFrame, protocol: dict | None, store_classes: list[str] | None = None) -> np.ndarray:
+    """Boolean mask of usable samples: a class in the protocol's class set, an allowed level."""
+    protocol = resolve_protocol(protocol)
+    classes = protocol["classes"] or store_classes
+    labels = sample_labels(table, store_classes)
+    keep = np.array([bool(names) and (classes is None or bool(names & set(classes))) for names in labels])
+    if protocol["levels"] is not None:
+        if "intensity" not in table.columns:
+            raise ScanError("store", "protocol sets levels but the table has no intensity column")
+        keep &= table["intensity"].isin([int(level) for level in protocol["levels"]]).to_numpy()
+    return keep
+
+
+def eligible_subjects(table: pd.DataFrame, protocol: dict, store_classes: list[str] | None = None) -> list[str]:
+    """Sorted subjects with usable samples (and every class, when the protocol requires it)."""
+    protocol = resolve_protocol(protocol)
+    keep = sample_filter(table, protocol, store_classes)
+    usable = table.loc[keep]
+    labels = [names for names, kept in zip(sample_labels(table, store_classes), keep) if kept]
+    if not protocol["require_all_classes"]:
+        return sorted(usable["subject"].astype(str).unique())
+    classes = set(protocol["classes"] or store_classes or set().union(*labels))
+    seen: dict[str, set[str]] = {}
+    for subject, names in zip(usable["subject"].astype(str), labels):
+        seen.setdefault(subject, set()).update(names)
+    return sorted(subject for subject, names in seen.items() if classes <= names)
+
+
+def make_folds(subjects_table: pd.DataFrame, protocol: dict | None, store_classes: list[str] | None = None) -> pd.DataFrame:
+    """Assign subjects to folds: DataFrame(repeat, fold, subject, split), already checked."""
+    protocol = resolve_protocol(protocol)
+    pool = eligible_subjects(subjects_table, protocol, store_classes)
+    if not pool:
+        raise ScanError("protocol", "no subject has usable samples under this protocol")
+    if protocol["select"] not in ("fixed", "random_per_repeat"):
+        raise ScanError("protocol", f"select must be 'fixed' or 'random_per_repeat', not {protocol['select']!r}")
+    seed = int(protocol["seed"])
+    rows, k = [], 0
+    for repeat in range(int(protocol["repetitions"])):
+        draw_key = repeat if protocol["select"] == "random_per_repeat" else 0
+        subjects = _draw_subjects(pool, protocol["subjects"], np.random.default_rng([seed, _DRAW_STREAM, draw_key]))
+        groups = _split_groups(subjects, protocol, np.random.default_rng([seed, _SHUFFLE_STREAM, repeat]))
+        for fold, test in enumerate(groups):
+            test_set = set(test)
+            rows += [(k, repeat, fold, subject, "test" if subject in test_set else "train") for subject in subjects]
+            k += 1
+    folds = pd.DataFrame(rows, columns=FOLD_COLUMNS)
+    check_folds(folds)
+    return folds
+
+
+def _draw_subjects(pool: list[str], count, rng: np.random.Generator) -> list[str]:
+    if count in (None, "all"):
+        return list(pool)
+    count = int(count)
+    if not 0 < count <= len(pool):
+        raise ScanError("protocol", f"subjects={count} but {len(pool)} subjects are eligible")
+    return sorted(rng.choice(pool, size=count, replace=False).tolist())
+
+
+def _split_groups(subjects: list[str], protocol: dict, rng: np.random.Generator) -> list[list[str]]:
+    if protocol["split"] == "loso":
+        return [[subject] for subject in subjects]
+    if protocol["split"] != "kfold":
+        raise ScanError("protocol", f"split must be 'kfold' or 'loso', not {protocol['split']!r}")
+    n_folds = int(protocol["folds"])
+    if not 2 <= n_folds <= len(subjects):
+        raise ScanError("protocol", f"folds={n_folds} needs 2..{len(subjects)} (the number of subjects)")
+    order = rng.permutation(len(subjects))
+    # array_split keeps fold sizes within one subject of each other (60 subjects -> 10 x 6).
+    return [[subjects[i] for i in part] for part in np.array_split(order, n_folds)]
+
+
+def check_folds(folds: pd.DataFrame, source: str | Path = "folds") -> None:
+    """Raise ScanError unless every fold is subject-independent and each subject is tested once."""
+    missing = set(FOLD_COLUMNS) - set(folds.columns)
+    if missing:
+        raise ScanError(source, f"missing columns {sorted(missing)}")
+    bad_split = set(folds["split"]) - {"train", "test"}
+    if bad_split:
+        raise ScanError(source, f"split values must be train/test, found {sorted(bad_split)}")
+    if (folds.groupby(["repeat", "fold"])["k"].nunique() != 1).any() or \
+            (folds.groupby("k")[["repeat", "fold"]].nunique() != 1).any(axis=None):
+        raise ScanError(source, "k does not name exactly one (repeat, fold) pair")
+    for (repeat, fold), rows in folds.groupby(["repeat", "fold"], sort=True):
+        train = set(rows.loc[rows["split"] == "train", "subject"].astype(str))
+        test = set(rows.loc[rows["split"] == "test", "subject"].astype(str))
+        shared = train & test
+        if shared:
+            raise ScanError(source, f"repeat {repeat} fold {fold}: subjects in train and test: {sorted(shared)}")
+        if not test or not train:
+            raise ScanError(source, f"repeat {repeat} fold {fold}: empty train or test split")
+    tested = folds.loc[folds["split"] == "test"].groupby(["repeat", "subject"]).size()
+    twice = tested[tested > 1]
+    if len(twice):
+        (repeat, subject), _ = next(iter(twice.items()))
+        raise ScanError(source, f"repeat {repeat}: subject {subject} is tested in {twice.iloc[0]} folds")
+
+
+def write_folds(store_path: str | Path, protocol: dict | None, out_csv: str | Path) -> pd.DataFrame:
+    """Make the folds of a packed store and write them atomically as CSV."""
+    from smile_vlm.store import open_store, store_table
+
+    store_classes = list(open_store(store_path).attrs["classes"])
+    folds = make_folds(store_table(store_path), protocol, store_classes)
+    atomic.write_csv(out_csv, folds)
+    return folds
+
+
+def read_folds(folds_csv: str | Path) -> pd.DataFrame:
+    folds = pd.read_csv(folds_csv, dtype={"subject": str, "split": str})
+    check_folds(folds, folds_csv)
+    return folds
+
+
+def fold_of(folds: pd.DataFrame, k: int) -> tuple[int, int]:
+    """(repeat, fold) of the job number ``k``."""
+    rows = folds[folds["k"] == int(k)]
+    if rows.empty:
+        raise ScanError("folds", f"no fold k={k}")
+    return int(rows["repeat"].iloc[0]), int(rows["fold"].iloc[0])
+
+
+def fold_subjects(folds: pd.DataFrame, repeat: int, fold: int) -> dict[str, list[str]]:
+    rows = folds[(folds["repeat"] == int(repeat)) & (folds["fold"] == int(fold))]
+    if rows.empty:
+        raise ScanError("folds", f"no repeat {repeat} fold {fold}")
+    return {split: sorted(rows.loc[rows["split"] == split, "subject"].astype(str)) for split in ("train", "test")}
+
+
+def fold_samples(store_path: str | Path, folds_csv: str | Path, repeat: int, fold: int, protocol: dict | None) -> dict:
+    """Store indices of one fold's train and test samples after the protocol's sample filter.
+
+    Returns ``{"train": int64 array, "test": int64 array, "classes": [...], "store_classes": [...],
+    "train_subjects": [...], "test_subjects": [...]}``; ``classes`` is the protocol's class set, in
+    the order that defines the class indices used by training and evaluation.
+    """
+    from smile_vlm.store import open_store, store_table
+
+    store_classes = list(open_store(store_path).attrs["classes"])
+    table = store_table(store_path)
+    keep = sample_filter(table, protocol, store_classes)
+    subjects = fold_subjects(read_folds(folds_csv), repeat, fold)
+    table_subjects = table["subject"].astype(str).to_numpy()
+    result = {
+        split: np.flatnonzero(keep & np.isin(table_subjects, subjects[split])).astype(np.int64)
+        for split in ("train", "test")
+    }
+    classes = list(resolve_protocol(protocol)["classes"] or store_classes)
+    unknown = set(classes) - set(store_classes)
+    if unknown:
+        raise ScanError(store_path, f"protocol classes {sorted(unknown)} are not in the store")
+    return {**result, "classes": classes, "store_classes": store_classes,
+            "train_subjects": subjects["train"], "test_subjects": subjects["test"]}
+
+
+def class_index_map(store_classes: list[str], classes: list[str]) -> np.ndarray:
+    """Map store class index -> protocol class index (-1 for classes the protocol drops)."""
+    position = {name: index for index, name in enumerate(classes)}
+    return np.array([position.get(name, -1) for name in store_classes], dtype=np.int64)

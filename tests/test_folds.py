@@ -1,0 +1,145 @@
+"""Subject-independent folds: kfold, LOSO, subject draws, sample filters and the leak check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smile_vlm.errors import ScanError
+from smile_vlm.folds import check_folds, eligible_subjects, fold_of, make_folds, read_folds, sample_filter, write_folds
+
+CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+
+
+def bu3dfe_like(n_subjects: int, levels=(1, 2, 3, 4)) -> pd.DataFrame:
+    """One row per (subject, class, level), plus one neutral scan (level 0) per subject."""
+    rows = []
+    for s in range(n_subjects):
+        subject = f"F{s:04d}"
+        rows += [(subject, f"{subject}_{c}{level}", c, c, level) for c in CLASSES for level in levels]
+        rows.append((subject, f"{subject}_NE00", "neutral", "neutral", 0))
+    return pd.DataFrame(rows, columns=["subject", "sample_id", "label", "labels", "intensity"])
+
+
+def test_kfold_partitions_subjects_and_never_shares_one():
+    folds = make_folds(bu3dfe_like(60), {"folds": 10, "seed": 3})
+    assert sorted(folds.columns) == sorted(["k", "repeat", "fold", "subject", "split"])
+    tests = folds[folds["split"] == "test"]
+    assert tests.groupby("fold").size().tolist() == [6] * 10  # 60 subjects -> 10 x 6
+    assert sorted(tests["subject"]) == [f"F{s:04d}" for s in range(60)]  # each tested exactly once
+    for fold, rows in folds.groupby("fold"):
+        train, test = (set(rows.loc[rows["split"] == split, "subject"]) for split in ("train", "test"))
+        assert not train & test and len(train) == 54
+    assert folds["k"].tolist() == folds["fold"].tolist()  # one repetition: k == fold
+
+
+def test_folds_are_seeded():
+    table = bu3dfe_like(20)
+    same = make_folds(table, {"folds": 5, "seed": 7})
+    pd.testing.assert_frame_equal(same, make_folds(table, {"folds": 5, "seed": 7}))
+    assert not same.equals(make_folds(table, {"folds": 5, "seed": 8}))
+
+
+def test_loso_has_one_fold_per_subject():
+    folds = make_folds(bu3dfe_like(5), {"split": "loso", "folds": 2})
+    assert folds["fold"].nunique() == 5
+    for fold, rows in folds.groupby("fold"):
+        test = rows.loc[rows["split"] == "test", "subject"].tolist()
+        assert test == [f"F{fold:04d}"]  # subjects sorted, fold i holds out subject i
+        assert (rows["split"] == "train").sum() == 4
+
+
+def test_fixed_subject_draw_is_shared_by_repetitions_and_random_draw_is_not():
+    table = bu3dfe_like(30)
+    fixed = make_folds(table, {"folds": 10, "repetitions": 3, "subjects": 12, "seed": 1})
+    drawn = [set(fixed.loc[fixed["repeat"] == r, "subject"]) for r in range(3)]
+    assert len(drawn[0]) == 12 and drawn[0] == drawn[1] == drawn[2]
+    # the fold assignment is redrawn per repetition even with a fixed subject set
+    test_sets = [frozenset(fixed.loc[(fixed["repeat"] == r) & (fixed["fold"] == 0) & (fixed["split"] == "test"), "subject"])
+                 for r in range(3)]
+    assert len(set(test_sets)) > 1
+    assert fixed["k"].max() == 29  # 3 repetitions x 10 folds
+
+    per_repeat = make_folds(table, {"folds": 4, "repetitions": 3, "subjects": 12, "seed": 1,
+                                    "select": "random_per_repeat"})
+    drawn = [frozenset(per_repeat.loc[per_repeat["repeat"] == r, "subject"]) for r in range(3)]
+    assert all(len(d) == 12 for d in drawn) and len(set(drawn)) == 3
+
+
+def test_require_all_classes_drops_incomplete_subjects():
+    table = bu3dfe_like(5, levels=(4,))
+    # subject F0001 lacks fear, F0003 lacks surprise: Bosphorus-style "all six E_ scans" rule
+    table = table[~((table["subject"] == "F0001") & (table["label"] == "fear"))]
+    table = table[~((table["subject"] == "F0003") & (table["label"] == "surprise"))]
+    protocol = {"classes": CLASSES, "require_all_classes": True}
+    assert eligible_subjects(table, protocol) == ["F0000", "F0002", "F0004"]
+    assert eligible_subjects(table, {"classes": CLASSES}) == [f"F{s:04d}" for s in range(5)]
+
+
+def test_sample_filter_keeps_class_set_and_levels():
+    table = bu3dfe_like(2)
+    keep = sample_filter(table, {"classes": CLASSES, "levels": [3, 4]})
+    kept = table[keep]
+    assert len(kept) == 2 * 6 * 2  # BU-3DFE Subset I: 6 classes x levels 3-4, no neutral
+    assert set(kept["intensity"]) == {3, 4} and "neutral" not in set(kept["label"])
+    with_neutral = sample_filter(table, {"classes": CLASSES + ["neutral"]})
+    assert with_neutral.sum() == 2 * (6 * 4 + 1)
+
+
+def test_sample_filter_with_integer_labels_and_multilabel():
+    table = pd.DataFrame({"subject": ["a", "a", "b"], "label": [0, -1, 2]})
+    assert sample_filter(table, {}, store_classes=["x", "y", "z"]).tolist() == [True, False, True]
+    assert sample_filter(table, {"classes": ["z"]}, store_classes=["x", "y", "z"]).tolist() == [False, False, True]
+    multi = pd.DataFrame({"subject": ["a", "b", "c"], "label": ["", "", ""],
+                          "labels": ["negative|surprise", "", "others"]})
+    assert sample_filter(multi, {"classes": ["negative", "positive"]}).tolist() == [True, False, False]
+
+
+def test_check_folds_rejects_a_subject_in_train_and_test():
+    folds = make_folds(bu3dfe_like(6), {"folds": 3})
+    leaked = folds.copy()
+    row = leaked[(leaked["fold"] == 0) & (leaked["split"] == "train")].index[0]
+    subject = leaked.loc[row, "subject"]
+    test_subject = leaked[(leaked["fold"] == 0) & (leaked["split"] == "test")]["subject"].iloc[0]
+    leaked.loc[row, "subject"] = test_subject  # fold 0 now trains on a test subject
+    with pytest.raises(ScanError, match=f"fold 0: subjects in train and test: \\['{test_subject}'\\]"):
+        check_folds(leaked)
+    assert subject != test_subject
+
+
+def test_check_folds_rejects_a_subject_tested_twice():
+    folds = make_folds(bu3dfe_like(6), {"folds": 3})
+    twice = folds.copy()
+    first_test = twice[(twice["fold"] == 0) & (twice["split"] == "test")]["subject"].iloc[0]
+    twice.loc[(twice["fold"] == 1) & (twice["subject"] == first_test), "split"] = "test"
+    with pytest.raises(ScanError, match="tested in 2 folds"):
+        check_folds(twice)
+
+
+def test_bad_protocols_raise():
+    table = bu3dfe_like(4)
+    with pytest.raises(ScanError, match="folds=10 needs 2..4"):
+        make_folds(table, {"folds": 10})
+    with pytest.raises(ScanError, match="subjects=9 but 4 subjects"):
+        make_folds(table, {"folds": 2, "subjects": 9})
+    with pytest.raises(ScanError, match="unknown keys"):
+        make_folds(table, {"fold": 2})
+
+
+def test_write_and_read_folds_round_trip(tmp_path, monkeypatch):
+    import smile_vlm.store as store
+
+    class Root:
+        attrs = {"classes": CLASSES}
+
+    table = bu3dfe_like(8, levels=(3, 4))
+    monkeypatch.setattr(store, "open_store", lambda path: Root())
+    monkeypatch.setattr(store, "store_table", lambda path: table)
+    out = tmp_path / "folds.csv"
+    written = write_folds("unused.zarr", {"folds": 4, "repetitions": 2, "seed": 5, "classes": CLASSES}, out)
+    read = read_folds(out)
+    pd.testing.assert_frame_equal(read, written, check_dtype=False)
+    assert fold_of(read, 6) == (1, 2)
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temp file
+    np.testing.assert_array_equal(read["k"].unique(), np.arange(8))

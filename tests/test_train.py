@@ -1,0 +1,193 @@
+"""Training of one fold on a tiny synthetic store: frozen text tower, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import smile_vlm.encoders as encoders
+from smile_vlm import atomic
+from smile_vlm.folds import write_folds
+from smile_vlm.store import pack_store
+from smile_vlm.train import (CHECKPOINT_NAME, LOG_NAME, batches_for_epoch, lr_factor, main, resolve_settings,
+                             train_fold)
+
+CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+VIEWS = [{"yaw": 0, "pitch": 0}, {"yaw": -30, "pitch": 0}, {"yaw": 30, "pitch": 0}]
+TINY_VARIANT = {"model": "smile_vlm", "projector": [16], "fusion_hidden": 8}
+
+
+class HashedTextEncoder(nn.Module):
+    """A small deterministic text encoder: hashed character trigrams -> fixed random projection."""
+
+    def __init__(self, dim: int = 12, buckets: int = 64):
+        super().__init__()
+        self.buckets = buckets
+        self.projection = nn.Linear(buckets, dim, bias=False)
+        torch.nn.init.normal_(self.projection.weight, generator=torch.Generator().manual_seed(0))
+        self.dim = dim
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        counts = torch.zeros(len(texts), self.buckets)
+        for row, text in enumerate(texts):
+            for start in range(len(text) - 2):
+                counts[row, zlib.crc32(text[start:start + 3].encode()) % self.buckets] += 1
+        return nn.functional.normalize(self.projection(counts), dim=-1)
+
+
+@pytest.fixture
+def text_encoder(monkeypatch) -> HashedTextEncoder:
+    """The trainer's text tower: its parameters are left trainable on purpose, so only the trainer
+    keeps them frozen."""
+    encoder = HashedTextEncoder()
+    monkeypatch.setattr(encoders, "load_text_encoder", lambda spec=None: encoder)
+    return encoder
+
+
+def make_store(root, n_subjects=6, size=16, multi_label=False, classes=CLASSES, seed=0):
+    """Pack a synthetic store with pack_store: one sample per (subject, class, level 3/4);
+    each class draws a bright square at its own position, so the views carry the class."""
+    rng = np.random.default_rng(seed)
+    rows, index_rows = [], []
+    for s in range(n_subjects):
+        subject = f"S{s:02d}"
+        for k, name in enumerate(classes):
+            for level in (3, 4):
+                sample_id = f"{subject}_{name}_{level}"
+                paths = []
+                for v in range(len(VIEWS)):
+                    image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+                    corner = 2 * k % (size - 4)
+                    image[corner:corner + 4, corner + v:corner + v + 4] = 220
+                    path = root / "png" / f"{sample_id}_v{v}.png"
+                    atomic.save_image(path, image)
+                    paths.append(str(path))
+                labels = f"{name}|{classes[(k + 1) % len(classes)]}" if multi_label else name
+                rows.append({"dataset": "toy", "sample_id": sample_id, "subject": subject, "sequence": name,
+                             "frame": 0, "label": "" if multi_label else name, "labels": labels,
+                             "intensity": level, "mesh_path": f"{sample_id}.wrl"})
+                index_rows.append({"sample_id": sample_id, "n_frames": 1, "images": "|".join(paths)})
+    atomic.write_csv(root / "manifest.csv", pd.DataFrame(rows))
+    atomic.write_csv(root / "shard" / "index.csv", pd.DataFrame(index_rows))
+    store = root / "store.zarr"
+    pack_store(root / "manifest.csv", [root / "shard" / "index.csv"], store, "toy",
+               {"classes": list(classes), "multi_label": multi_label, "views": VIEWS, "render": {"size": size}})
+    return store
+
+
+def make_fold_inputs(tmp_path, n_subjects=6, multi_label=False, classes=CLASSES):
+    store = make_store(tmp_path, n_subjects, multi_label=multi_label, classes=classes)
+    folds = tmp_path / "folds.csv"
+    write_folds(store, {"folds": 3, "seed": 0, "classes": list(classes)}, folds)
+    return store, folds
+
+
+def tiny_settings(**train) -> dict:
+    return {"train": {"epochs": 2, "batch_size": 8, "seed": 0, "threads": 1, "progress": False, "log_every": 1,
+                      "warmup_epochs": 0.5, **train},
+            "encoders": {"vision": {"kind": "cnn", "width": 4, "depth": 2, "image_size": 16}},
+            "classes": CLASSES}
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, text_encoder):
+    store, folds = make_fold_inputs(tmp_path)
+    settings = tiny_settings()
+    straight = load(train_fold(store, folds, 0, 1, TINY_VARIANT, settings, tmp_path / "straight"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(epoch, record):
+        if epoch == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_fold(store, folds, 0, 1, TINY_VARIANT, settings, tmp_path / "resumed", on_epoch_end=kill_after_first_epoch)
+    assert load(tmp_path / "resumed" / CHECKPOINT_NAME)["epoch"] == 1
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    resumed = load(train_fold(store, folds, 0, 1, TINY_VARIANT, settings, tmp_path / "resumed"))
+
+    assert straight["model"].keys() == resumed["model"].keys()
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    log_straight = [json.loads(line) for line in (tmp_path / "straight" / LOG_NAME).read_text().splitlines()]
+    log_resumed = [json.loads(line) for line in (tmp_path / "resumed" / LOG_NAME).read_text().splitlines()]
+    losses = lambda log: [(r["kind"], r["epoch"], r["step"], r["total"], r["mv_bt"], r["lr"]) for r in log]
+    assert losses(log_straight) == losses(log_resumed)
+    # 6 subjects in 3 folds: 4 train subjects x 6 classes x 2 levels = 48 samples, batch 8 -> 6 steps
+    epochs = [r for r in log_straight if r["kind"] == "epoch"]
+    assert [r["step"] for r in epochs] == [6, 12] and all(r["samples_per_s"] > 0 for r in epochs)
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_the_run_state(tmp_path, text_encoder):
+    store, folds = make_fold_inputs(tmp_path)
+    final = train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1), tmp_path / "run")
+    checkpoint = load(tmp_path / "run" / CHECKPOINT_NAME)
+    assert checkpoint["epoch"] == 1 and checkpoint["settings"]["train"]["epochs"] == 1
+    assert set(checkpoint) >= {"model", "optimizer", "scheduler", "scaler", "rng", "settings", "variant"}
+    assert checkpoint["rng"]["torch"].dtype == torch.uint8 and checkpoint["rng"]["python"]["state"].numel() == 625
+    assert checkpoint["scheduler"]["last_epoch"] == 6  # 4 train subjects x 12 samples / batch 8
+    saved = load(final)
+    assert saved["classes"] == CLASSES and saved["n_views"] == 3 and saved["text_dim"] == 12
+    assert saved["variant"]["name"] == "smile_vlm" and saved["variant"]["vision"]["input_size"] == 16
+
+
+def test_text_tower_is_frozen_and_outside_the_optimizer(tmp_path, text_encoder):
+    store, folds = make_fold_inputs(tmp_path)
+    before = {name: p.detach().clone() for name, p in text_encoder.named_parameters()}
+    train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1), tmp_path / "run")
+    for name, p in text_encoder.named_parameters():
+        assert torch.equal(p, before[name]) and p.grad is None, name
+    checkpoint = load(tmp_path / "run" / CHECKPOINT_NAME)
+    n_optimised = sum(len(group["params"]) for group in checkpoint["optimizer"]["param_groups"])
+    n_model = sum(1 for name in checkpoint["model"] if not name.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert n_optimised == n_model  # the optimiser holds exactly the model's (vision-side) parameters
+
+
+def test_resume_with_a_different_recipe_is_refused(tmp_path, text_encoder):
+    from smile_vlm.errors import ScanError
+
+    store, folds = make_fold_inputs(tmp_path)
+    train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1), tmp_path / "run")
+    with pytest.raises(ScanError, match="train.lr"):
+        train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-3), tmp_path / "run")
+
+
+def test_pseudo_labels_and_multilabel_store_train(tmp_path, text_encoder):
+    store, folds = make_fold_inputs(tmp_path, n_subjects=3, multi_label=True, classes=["negative", "positive", "surprise"])
+    settings = {**tiny_settings(epochs=1), "classes": ["negative", "positive", "surprise"],
+                "prompts": {"source": "pseudo"}}
+    final = train_fold(store, folds, 0, 0, TINY_VARIANT, settings, tmp_path / "run")
+    log = [json.loads(line) for line in (tmp_path / "run" / LOG_NAME).read_text().splitlines()]
+    assert np.isfinite(log[-1]["total"]) and load(final)["classes"] == ["negative", "positive", "surprise"]
+
+
+def test_cli_main_trains_by_job_number(tmp_path, text_encoder):
+    store, folds = make_fold_inputs(tmp_path)
+    code = main(["--store", str(store), "--folds", str(folds), "--k", "2",
+                 "--variant", json.dumps(TINY_VARIANT), "--settings", json.dumps(tiny_settings(epochs=1)),
+                 "--out", str(tmp_path / "run")])
+    assert code == 0 and load(tmp_path / "run" / "model.pt")["fold"] == 2
+
+
+def test_schedule_and_batches():
+    assert lr_factor(0, 10, 2, 0.0) == 0.5 and lr_factor(1, 10, 2, 0.0) == 1.0
+    assert lr_factor(2, 10, 2, 0.0) == 1.0 and lr_factor(6, 10, 2, 0.0) == pytest.approx(0.5)
+    assert lr_factor(10, 10, 2, 0.1) == pytest.approx(0.1)
+    batches = batches_for_epoch(10, 4, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [4, 4] and len(set(sum(batches, []))) == 8  # partial batch dropped
+    halves = [batches_for_epoch(10, 4, torch.Generator().manual_seed(0), rank, 2) for rank in (0, 1)]
+    assert [a + b for a, b in zip(*halves)] == batches  # DDP ranks split each global batch
+    with pytest.raises(ValueError, match="unknown train settings"):
+        resolve_settings({"train": {"epoch": 3}})
