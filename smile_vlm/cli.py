@@ -71,8 +71,10 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from smile_vlm.evaluate import evaluate_fold
+    from smile_vlm.folds import fold_of, read_folds
 
-    evaluate_fold(args.store, args.folds, args.k, args.model, args.variant, args.settings, args.out)
+    repeat, fold = fold_of(read_folds(args.folds), args.k)
+    evaluate_fold(args.store, args.folds, repeat, fold, args.model, args.variant, args.settings, args.out)
 
 
 def cmd_table(args) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from smile_vlm.readers.names import CLASSES
 from smile_vlm.settings import resolve_variant
 
 # Rules call the library through the CLI of the Python that runs Snakemake, so a venv works
@@ -60,6 +61,30 @@ def index_settings(dataset):
     return settings
 
 
+def dataset_classes(dataset):
+    """The dataset's classes; a user's BP4D task map may add classes of its own."""
+    classes = list(CLASSES[dataset])
+    for name in config["datasets"][dataset].get("task_classes", {}).values():
+        if name not in classes:
+            classes.append(name)
+    return classes
+
+
+def views():
+    render = config["render"]
+    return [{"yaw": yaw, "pitch": pitch} for pitch in render["pitches"] for yaw in render["yaws"]]
+
+
+def pack_settings(dataset):
+    return {
+        "classes": dataset_classes(dataset),
+        "multi_label": dataset == "4dme",
+        "views": views(),
+        "render": config["render"],
+        **config["store"],
+    }
+
+
 def subjects(dataset):
     manifest = checkpoints.index.get(dataset=dataset).output.manifest
     table = pd.read_csv(manifest, usecols=["subject"], dtype=str, keep_default_na=False)
@@ -105,6 +130,7 @@ def train_settings(wildcards):
         "encoders": config["encoders"],
         "prompts": config["prompts"],
         "classes": exp["classes"],
+        "protocol": exp["protocol"],
     }
 
 

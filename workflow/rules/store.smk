@@ -6,9 +6,10 @@ rule pack:
         manifest="results/{dataset}/manifest.csv",
         shards=shard_indexes,
     output:
-        directory("results/{dataset}/store.zarr"),
+        store=directory("results/{dataset}/store.zarr"),
+        missing="results/{dataset}/store_missing.csv",
     params:
-        settings=lambda w: as_json({"render": config["render"], **config["store"]}),
+        settings=lambda w: as_json(pack_settings(w.dataset)),
     resources:
         mem_mb=4000,
         runtime=60,
@@ -20,7 +21,7 @@ rule pack:
         "Packing {wildcards.dataset} renders into a Zarr store"
     shell:
         "{SMILE_VLM} pack --manifest {input.manifest} --dataset {wildcards.dataset}"
-        " --out {output} --settings {params.settings:q} --shards {input.shards} > {log} 2>&1"
+        " --out {output.store} --settings {params.settings:q} --shards {input.shards} > {log} 2>&1"
 
 
 rule contact_sheet:

@@ -17,9 +17,13 @@ checkpoint folds:
         " --out {output} > {log} 2>&1"
 
 
-def train_launcher(wildcards):
-    """Several GPUs train one fold with DDP under torchrun; otherwise a single process."""
-    gpus = int(config["train"]["gpus"])
+def train_launcher(wildcards, resources):
+    """Several GPUs train one fold with DDP under torchrun; otherwise a single process.
+
+    The GPU count is the rule's `gpu` resource, so a profile's set-resources decides both what
+    the scheduler grants and how many processes torchrun starts.
+    """
+    gpus = int(resources.get("gpu", 0))
     if gpus > 1:
         return f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc-per-node {gpus} -m smile_vlm.train"
     return f"{SMILE_VLM} train"
@@ -50,4 +54,4 @@ rule train:
     shell:
         "{params.launcher} --store {input.store} --folds {input.folds} --k {wildcards.k}"
         " --variant {params.variant:q} --settings {params.settings:q}"
-        " --out {params.out_dir:q} > {log} 2>&1"
+        " --out {params.out_dir:q} --threads {threads} > {log} 2>&1"
