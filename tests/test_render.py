@@ -1,0 +1,293 @@
+"""Offscreen rendering with pyrender (OSMesa by default, or whatever PYOPENGL_PLATFORM says)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import trimesh
+from PIL import Image
+
+from smile_vlm.dynamic import approximate_rank_pooling, to_uint8
+from smile_vlm.errors import ScanError
+from smile_vlm.mesh import Mesh
+from smile_vlm.render import Renderer, render_shard, split_by_uv, view_rotation
+
+SIZE = 224
+DISTANCE = 4.0
+
+
+@pytest.fixture(scope="module")
+def depth_renderer():
+    with Renderer({"mode": "depth", "size": SIZE, "camera_distance": DISTANCE}) as renderer:
+        yield renderer
+
+
+@pytest.fixture(scope="module")
+def shaded_renderer():
+    with Renderer({"mode": "shaded", "size": SIZE, "camera_distance": DISTANCE}) as renderer:
+        yield renderer
+
+
+def sphere(radius=0.5, centre=(0.0, 0.0, 0.0)) -> Mesh:
+    shape = trimesh.creation.icosphere(subdivisions=4, radius=radius)
+    return Mesh(shape.vertices + np.asarray(centre), shape.faces)
+
+
+def expected_disc_area(radius, distance):
+    """Silhouette of a sphere seen in perspective, in pixels, when the unit sphere fills the frame."""
+    half_fov = np.arcsin(1.0 / DISTANCE)
+    pixel_radius = np.tan(np.arcsin(radius / distance)) / np.tan(half_fov) * SIZE / 2
+    return np.pi * pixel_radius**2
+
+
+def test_sphere_silhouette_area_and_centre_depth(depth_renderer):
+    images = depth_renderer.render(sphere(0.5))
+    assert images.shape == (3, SIZE, SIZE, 3) and images.dtype == np.uint8
+    foreground = images[0, :, :, 0] > 0
+    assert foreground.sum() == pytest.approx(expected_disc_area(0.5, DISTANCE), rel=0.02)
+    # front pole at eye depth 3.5 inside the fixed range [3, 5]: 1 + 254 * (5 - 3.5) / 2 = 191.5
+    assert abs(int(images[0, SIZE // 2, SIZE // 2, 0]) - 191.5) <= 1
+    assert np.all(images[..., 0] == images[..., 1]) and np.all(images[..., 0] == images[..., 2])
+    # a sphere looks the same from every yaw
+    assert np.mean(images[1] != images[0]) < 0.01
+
+
+def test_views_follow_yaw_sign_convention(depth_renderer):
+    # a ball on the subject's left (+x): right half of the image at yaw 0, nearer at yaw +30
+    front, minus_30, plus_30 = depth_renderer.render(sphere(0.2, centre=(0.6, 0.0, 0.0)))
+    columns = np.nonzero(front[:, :, 0] > 0)[1]
+    assert columns.min() > SIZE // 2
+    assert plus_30[..., 0].max() > front[..., 0].max() > minus_30[..., 0].max()
+
+
+def face_like_wedge() -> Mesh:
+    """Mirror-symmetric in x but not in z: a disc with a nose-like pyramid pointing at +z."""
+    ring = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    rim = np.stack([0.8 * np.cos(ring), 0.8 * np.sin(ring), np.full_like(ring, -0.6)], 1)
+    centre = [[0.0, 0.0, -0.6]]
+    nose = np.array([[-0.15, -0.1, -0.6], [0.15, -0.1, -0.6], [0.0, 0.3, -0.6], [0.0, 0.0, 0.0]])
+    vertices = np.concatenate([rim, centre, nose])
+    disc = [[48, i, (i + 1) % 48] for i in range(48)]
+    pyramid = [[49, 50, 52], [50, 51, 52], [51, 49, 52]]
+    return Mesh(vertices, disc + pyramid)
+
+
+def test_opposite_yaws_mirror_each_other(depth_renderer):
+    # depth only: the shaded light comes from the upper left, so shaded views are not mirrors
+    mesh = face_like_wedge()
+    for renderer in (depth_renderer,):
+        front, minus_30, plus_30 = renderer.render(mesh).astype(int)
+        assert np.mean(np.abs(plus_30 - minus_30) > 2) > 0.05  # the two views really differ
+        mirrored = plus_30[:, ::-1]
+        assert np.mean(np.abs(mirrored - minus_30) > 2) < 0.005
+        assert np.mean(np.abs(front[:, ::-1] - front) > 2) < 0.005
+
+
+def test_shaded_light_is_on(shaded_renderer):
+    image = shaded_renderer.render(sphere(0.5))[0].astype(int)
+    foreground = image[..., 0][image[..., 0] > 0]
+    # with the light off (integer colours) the sphere would be one flat ambient grey
+    assert foreground.max() > 200 and foreground.max() - foreground.min() > 40
+    # the light comes from the upper left: that quadrant of the sphere is the brighter one
+    half = SIZE // 2
+    upper_left = image[half - 20:half - 5, half - 20:half - 5, 0].mean()
+    lower_right = image[half + 5:half + 20, half + 5:half + 20, 0].mean()
+    assert upper_left > lower_right + 10
+    assert image[0, 0].tolist() == [0, 0, 0]  # black background
+
+
+def test_one_offscreen_renderer_is_reused(shaded_renderer):
+    shaded_renderer.render(sphere(0.3))
+    first = shaded_renderer.offscreen
+    shaded_renderer.render(sphere(0.6))
+    assert shaded_renderer.offscreen is first
+    # the mesh node is removed after its views: the scene never accumulates meshes
+    assert len(shaded_renderer._scene.mesh_nodes) == 0
+
+
+def quadrant_texture(path: Path) -> Path:
+    """Top-left red, top-right green, bottom-left blue, bottom-right white."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:32, :32] = [255, 0, 0]
+    image[:32, 32:] = [0, 255, 0]
+    image[32:, :32] = [0, 0, 255]
+    image[32:, 32:] = [255, 255, 255]
+    Image.fromarray(image).save(path)
+    return path
+
+
+def textured_square(texture: Path) -> Mesh:
+    vertices = np.array([[-0.6, -0.6, 0.0], [0.6, -0.6, 0.0], [0.6, 0.6, 0.0], [-0.6, 0.6, 0.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    # per-corner UVs (bottom-left origin), stored as six separate entries like BU-3DFE
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 0], [1, 1], [0, 1]], dtype=float)
+    return Mesh(vertices, faces, uv=uv, face_uv=[[0, 1, 2], [3, 4, 5]], texture=texture)
+
+
+def test_textured_mode_shows_texture_colours(tmp_path):
+    mesh = textured_square(quadrant_texture(tmp_path / "tex.png"))
+    with Renderer({"mode": "textured", "yaws": [0]}) as renderer:
+        image = renderer.render(mesh)[0]
+        assert renderer.last_mode == "textured"
+    quarter, three_quarters = SIZE // 2 - 20, SIZE // 2 + 20
+    assert image[quarter, quarter].tolist() == [255, 0, 0]
+    assert image[quarter, three_quarters].tolist() == [0, 255, 0]
+    assert image[three_quarters, quarter].tolist() == [0, 0, 255]
+    assert image[three_quarters, three_quarters].tolist() == [255, 255, 255]
+
+
+def test_textured_mode_falls_back_to_shaded_without_texture(shaded_renderer):
+    mesh = sphere(0.5)
+    with Renderer({"mode": "textured"}) as renderer:
+        images = renderer.render(mesh)
+        assert renderer.last_mode == "shaded"
+    np.testing.assert_array_equal(images, shaded_renderer.render(mesh))
+
+
+def test_unreadable_texture_is_a_scan_error(tmp_path):
+    bad = tmp_path / "tex.png"
+    bad.write_bytes(b"not a png")
+    with Renderer({"mode": "textured", "yaws": [0]}) as renderer:
+        with pytest.raises(ScanError) as info:
+            renderer.render(textured_square(bad))
+    assert info.value.path == str(bad)
+
+
+def test_split_by_uv_makes_one_vertex_per_distinct_corner():
+    mesh = Mesh(
+        np.zeros((4, 3)),
+        [[0, 1, 2], [0, 2, 3]],
+        uv=np.zeros((5, 2)),
+        face_uv=[[0, 1, 2], [4, 2, 3]],  # vertex 0 has two UVs, vertex 2 shares uv 2
+    )
+    vertex_ids, uv_ids, faces = split_by_uv(mesh)
+    assert len(vertex_ids) == 5
+    np.testing.assert_array_equal(vertex_ids[faces], mesh.faces)
+    np.testing.assert_array_equal(uv_ids[faces], mesh.face_uv)
+
+
+def test_view_rotation_orders_pitch_then_yaw():
+    renderer_views = Renderer({"yaws": [0, 30], "pitches": [0, 15]}).views
+    assert renderer_views == [(0, 0), (30, 0), (0, 15), (30, 15)]
+    # pitch +15 raises the camera: a point above the origin comes toward it
+    lifted = view_rotation(0, 15) @ [0.0, 1.0, 0.0, 1.0]
+    assert lifted[2] > 0
+
+
+# ---------------------------------------------------------------- render_shard
+
+
+def read_mesh_for_tests(path):
+    """The project's reader when it exists; else trimesh (a local fallback for these tests only)."""
+    try:
+        from smile_vlm.readers import read_mesh
+    except ImportError:
+        shape = trimesh.load(path, process=False, force="mesh")
+        if not isinstance(shape, trimesh.Trimesh) or len(shape.faces) == 0:
+            raise ScanError(path, "no triangles")
+        return Mesh(shape.vertices, shape.faces, source=Path(path))
+    return read_mesh(path)
+
+
+def write_ball(path: Path, radius_mm: float) -> str:
+    trimesh.creation.icosphere(subdivisions=3, radius=radius_mm).export(path)
+    return str(path)
+
+
+def manifest_row(sample_id, subject, frame, mesh_path, sequence=""):
+    return {
+        "dataset": "toy", "sample_id": sample_id, "subject": subject, "sequence": sequence,
+        "frame": frame, "label": "happiness", "labels": "happiness", "intensity": -1,
+        "mesh_path": mesh_path, "texture_path": "", "landmark_path": "", "task": "", "sex": "",
+        "race": "", "onset": "", "apex": "", "offset": "", "aus": "",
+    }
+
+
+def test_render_shard_static_and_4d(tmp_path):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    rows = [manifest_row("S1_static", "S1", 0, write_ball(scans / "static.obj", 40.0))]
+    for frame in range(6):  # a ball that grows over the sequence; frame 3 is broken
+        path = scans / f"seq_{frame:03d}.obj"
+        if frame == 3:
+            path.write_text("v 0 0 0\nf 1 2 3\n")
+            mesh_path = str(path)
+        else:
+            mesh_path = write_ball(path, 30.0 + 8.0 * frame)
+        rows.append(manifest_row("S1_grow", "S1", frame, mesh_path, sequence="grow"))
+    rows.append(manifest_row("S2_static", "S2", 0, str(scans / "absent.obj")))  # another subject
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(rows).sample(frac=1.0, random_state=0).to_csv(manifest, index=False)  # any row order
+
+    read_paths = []
+
+    def reader(path):
+        read_paths.append(Path(path).name)
+        return read_mesh_for_tests(path)
+
+    out_dir = tmp_path / "out"
+    settings = {"mode": "depth", "frames": 4, "keep_frames": True, "radius_mm": 90.0}
+    render_shard(manifest, "toy", "S1", out_dir, settings, mesh_reader=reader)
+
+    # 4 of 6 frames are sampled (0, 2, 3, 5) BEFORE anything is read; frames 1 and 4 never are.
+    # Readable frames are read twice (nose-tip track first, then render), the broken one once.
+    assert sorted(set(read_paths)) == ["seq_000.obj", "seq_002.obj", "seq_003.obj", "seq_005.obj", "static.obj"]
+    assert {name: read_paths.count(name) for name in set(read_paths)} == {
+        "seq_000.obj": 2, "seq_002.obj": 2, "seq_003.obj": 1, "seq_005.obj": 2, "static.obj": 1}
+    rejects = pd.read_csv(out_dir / "rejects.csv")
+    assert rejects["path"].tolist() == [str(scans / "seq_003.obj")]
+    assert rejects["reason"].str.len().min() > 0
+
+    index = pd.read_csv(out_dir / "index.csv").set_index("sample_id")
+    assert sorted(index.index) == ["S1_grow", "S1_static"]
+    assert index.loc["S1_grow", "n_frames"] == 3 and index.loc["S1_static", "n_frames"] == 1
+    for sample_id in ("S1_static", "S1_grow"):
+        images = index.loc[sample_id, "images"].split("|")
+        assert images == [str(out_dir / f"{sample_id}_v{view}.png") for view in range(3)]
+    static_front = np.asarray(Image.open(out_dir / "S1_static_v0.png"))
+    # the nose tip sits at the origin, eye depth 4 in the range [3, 5]: 1 + 254 * 0.5 = 128
+    assert static_front.shape == (224, 224, 3) and abs(int(static_front.max()) - 128) <= 1
+
+    # each dynamic image is the rank-pooled (kept) frame renders of its view
+    for view in range(3):
+        frames = np.stack(
+            [np.asarray(Image.open(out_dir / f"S1_grow_f{frame}_v{view}.png")) for frame in (0, 2, 5)]
+        )
+        expected = to_uint8(approximate_rank_pooling(frames))
+        np.testing.assert_array_equal(np.asarray(Image.open(out_dir / f"S1_grow_v{view}.png")), expected)
+    assert not (out_dir / "S1_grow_f3_v0.png").exists() and not (out_dir / "S1_grow_f1_v0.png").exists()
+    assert not (out_dir / "S2_static_v0.png").exists()
+
+
+def test_render_shard_without_frames_keeps_only_dynamic_images(tmp_path):
+    rows = [
+        manifest_row("A_seq", "A", frame, write_ball(tmp_path / f"f{frame}.obj", 30.0 + 5.0 * frame), "seq")
+        for frame in range(3)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    out_dir = tmp_path / "out"
+    settings = {"yaws": [0], "size": 48}  # the pipeline's config key for the image side
+    render_shard(tmp_path / "manifest.csv", "toy", "A", out_dir, settings, mesh_reader=read_mesh_for_tests)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["A_seq_v0.png", "index.csv", "rejects.csv"]
+    dynamic = np.asarray(Image.open(out_dir / "A_seq_v0.png"))
+    assert dynamic.shape == (48, 48, 3)
+    assert dynamic.min() == 0 and dynamic.max() == 255
+    assert pd.read_csv(out_dir / "rejects.csv").empty
+
+
+def test_render_shard_centres_on_the_lm3_nose_tip(tmp_path):
+    pytest.importorskip("smile_vlm.readers.bosphorus")
+    mesh_path = write_ball(tmp_path / "bs000_N_N_0.obj", 40.0)
+    landmarks = tmp_path / "bs000_N_N_0.lm3"
+    # Bosphorus layout (CRLF); the "nose tip" is put on the ball's BACK pole on purpose
+    landmarks.write_bytes(
+        b"# 3D Landmark File\r\n\r\n2 landmarks:\r\nChin middle\r\n0 -40 0\r\nNose tip\r\n0 0 -40\r\n"
+    )
+    row = manifest_row("bs000_N_N_0", "bs000", 0, mesh_path) | {"landmark_path": str(landmarks)}
+    pd.DataFrame([row]).to_csv(tmp_path / "manifest.csv", index=False)
+    render_shard(tmp_path / "manifest.csv", "toy", "bs000", tmp_path / "out", {"mode": "depth", "yaws": [0]})
+    front = np.asarray(Image.open(tmp_path / "out" / "bs000_N_N_0_v0.png"))
+    # the front pole now sits 80/90 in front of the origin: eye depth 4 - 0.889, so
+    # 1 + 254 * (5 - 3.111) / 2 = 240.9 (it would be 128 with the geometric nose tip)
+    assert abs(int(front.max()) - 241) <= 1
