@@ -1,15 +1,38 @@
+"""Experiment tables and the summary page, from tiny hand-written evaluation JSONs."""
+
 import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from smile_vlm.report import build_table, write_table
+from smile_vlm.errors import ScanError
+from smile_vlm.report import REPORTED_MARK, build_table, summary_markdown, write_table
+
+FOURDME = ["positive", "negative", "surprise", "repression", "others"]
 
 
-def _eval(tmp_path, variant, k, accuracy, macro_f1, probe):
+def _eval(tmp_path, variant, k, accuracy, macro_f1, probe, **extra):
     path = tmp_path / f"{variant}_{k}.json"
     path.write_text(json.dumps({"variant": variant, "k": k, "accuracy": accuracy,
-                                "macro_f1": macro_f1, "linear_probe_accuracy": probe, "n_test": 12}))
+                                "macro_f1": macro_f1, "linear_probe_accuracy": probe, "n_test": 12, **extra}))
+    return path
+
+
+def _multilabel_metrics(f1, accuracy):
+    return {"per_class_f1": dict(zip(FOURDME, f1)), "per_class_accuracy": dict(zip(FOURDME, accuracy)),
+            "average_f1": float(np.nanmean(np.array(f1, dtype=float))), "average_accuracy": float(np.mean(accuracy)),
+            "linear_probe_accuracy": 0.5}
+
+
+def _multilabel_eval(tmp_path, k, f1, accuracy, single_view=None):
+    path = tmp_path / f"ml_{k}.json"
+    result = {"variant": "smile_vlm", "k": k, "multi_label": True, "classes": FOURDME, "n_test": 8,
+              **_multilabel_metrics(f1, accuracy)}
+    result["accuracy"], result["macro_f1"] = result["average_accuracy"], result["average_f1"]
+    if single_view:
+        result["single_view"] = single_view
+    path.write_text(json.dumps(result))
     return path
 
 
@@ -39,6 +62,117 @@ def test_write_table_is_a_readable_csv(tmp_path):
     out = tmp_path / "tables" / "x.csv"
     write_table({"name": "nothing_reported", "dataset": "bu4dfe"}, evals, out)
     table = pd.read_csv(out)
+    # the same columns whatever the evaluations hold (here no probe, nothing reported)
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "n_test", "accuracy",
+                                      "accuracy_std", "macro_f1", "macro_f1_std", "linear_probe_accuracy",
+                                      "linear_probe_accuracy_std"]
     assert table.source.tolist() == ["ours", "ours"]
     assert table.accuracy.tolist() == [50.0, 50.0]
+    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,12,50.0,,0.5,,,"
     assert not any(p.name.startswith(".x.csv.tmp") for p in out.parent.iterdir())
+
+
+def test_each_method_keeps_its_folds_then_its_mean_in_evaluation_order(tmp_path):
+    evals = [_eval(tmp_path, "smile_vlm", k, 0.5, 0.5, 0.5) for k in (1, 0)]
+    evals += [_eval(tmp_path, "facet_vlm", k, 0.25, 0.5, 0.5) for k in (0, 1)]
+    ours = build_table({"name": "none"}, evals)
+    assert list(zip(ours.method, ours.fold)) == [
+        ("smile_vlm", "0"), ("smile_vlm", "1"), ("smile_vlm", "mean"),
+        ("facet_vlm", "0"), ("facet_vlm", "1"), ("facet_vlm", "mean")]
+
+
+def test_single_view_rows_beside_the_multi_view_rows(tmp_path):
+    evals = [
+        _eval(tmp_path, "smile_vlm", k, accuracy, 0.5, 0.5, single_view={
+            "yaw 0": {"accuracy": front, "macro_f1": 0.2, "linear_probe_accuracy": None},
+            "yaw -30": {"accuracy": left, "macro_f1": 0.1, "linear_probe_accuracy": 0.3}})
+        for k, accuracy, front, left in [(0, 0.9, 0.6, 0.4), (1, 0.7, 0.8, 0.2)]
+    ]
+    table = build_table({"name": "none"}, evals)
+    assert list(zip(table.method, table.fold)) == [
+        ("smile_vlm", "0"), ("smile_vlm", "1"), ("smile_vlm", "mean"),
+        ("smile_vlm (yaw 0 only)", "0"), ("smile_vlm (yaw 0 only)", "1"), ("smile_vlm (yaw 0 only)", "mean"),
+        ("smile_vlm (yaw -30 only)", "0"), ("smile_vlm (yaw -30 only)", "1"), ("smile_vlm (yaw -30 only)", "mean")]
+    means = table[table.fold == "mean"].set_index("method")
+    assert means.accuracy.tolist() == pytest.approx([80.0, 70.0, 30.0])
+    assert means.accuracy_std.tolist() == pytest.approx([np.std([90, 70], ddof=1), np.std([60, 80], ddof=1),
+                                                         np.std([40, 20], ddof=1)])
+    assert np.isnan(means.loc["smile_vlm (yaw 0 only)", "linear_probe_accuracy"])
+    assert means.loc["smile_vlm (yaw -30 only)", "n_test"] == 24  # the fold's n_test when a view has none
+
+
+def test_multilabel_table_per_class_f1_and_accuracy_then_reported_table_v(tmp_path):
+    evals = [
+        _multilabel_eval(tmp_path, 0, [0.5, 1.0, None, 0.0, 0.25], [0.50, 1.00, 0.75, 0.25, 0.50]),
+        _multilabel_eval(tmp_path, 1, [0.7, 0.0, 0.6, 0.2, 0.25], [0.70, 0.50, 0.25, 0.75, 1.00]),
+    ]
+    table = build_table({"name": "4dme", "dataset": "4dme"}, evals)
+    metrics = [f"{m}_{c}" for m in ("f1", "accuracy") for c in [*FOURDME, "average"]] + ["linear_probe_accuracy"]
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "n_test",
+                                      *[c for m in metrics for c in (m, f"{m}_std")]]
+    ours = table[table.source == "ours"].set_index("fold")
+    assert ours.loc["0", "accuracy_negative"] == 100.0 and ours.loc["1", "accuracy_surprise"] == 25.0
+    assert np.isnan(ours.loc["0", "f1_surprise"])  # undefined in fold 0: left out of the mean, not zero
+    assert ours.loc["0", "f1_average"] == pytest.approx((0.5 + 1.0 + 0.0 + 0.25) / 4)
+    mean = ours.loc["mean"]
+    assert mean.f1_positive == pytest.approx(0.6) and mean.f1_positive_std == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert mean.f1_surprise == pytest.approx(0.6) and np.isnan(mean.f1_surprise_std)
+    assert mean.accuracy_repression == pytest.approx(50.0)
+    # fold averages (50+100+75+25+50)/5 = 60 and (70+50+25+75+100)/5 = 64
+    assert mean.accuracy_average == pytest.approx(62.0) and mean.f1_average == pytest.approx((0.4375 + 0.35) / 2)
+    assert mean.n_test == 16
+    reported = table[table.source == "reported"].set_index("method")
+    assert reported.loc["SMILE-VLM", "f1_repression"] == 0.8093
+    assert reported.loc["SMILE-VLM", "accuracy_average"] == 86.61
+    assert reported.loc["Front [56]", "setting"] == "front view"
+    assert reported.loc["Left [56]", "accuracy_others"] == 69.07
+
+
+def test_multilabel_single_view_rows(tmp_path):
+    single = {"yaw 30": _multilabel_metrics([1.0, 0.0, 0.5, 0.5, 0.5], [1.0, 0.5, 0.5, 0.5, 0.5])}
+    evals = [_multilabel_eval(tmp_path, 0, [0.5] * 5, [0.5] * 5, single)]
+    table = build_table({"name": "none"}, evals)
+    row = table[(table.method == "smile_vlm (yaw 30 only)") & (table.fold == "0")].iloc[0]
+    assert row.f1_positive == 1.0 and row.accuracy_positive == 100.0
+    assert row.f1_average == pytest.approx(0.5) and row.accuracy_average == pytest.approx(60.0)
+
+
+def test_mixing_label_modes_or_broken_json_names_the_file(tmp_path):
+    single = _eval(tmp_path, "smile_vlm", 0, 0.5, 0.5, 0.5)
+    multi = _multilabel_eval(tmp_path, 1, [0.5] * 5, [0.5] * 5)
+    with pytest.raises(ScanError, match="ml_1.json: multi_label=True"):
+        build_table({"name": "none"}, [single, multi])
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(ScanError, match="broken.json: unreadable evaluation JSON"):
+        build_table({"name": "none"}, [broken])
+
+
+def test_summary_page_has_means_first_reported_marks_and_collapsed_folds(tmp_path):
+    evals = [_eval(tmp_path, "smile_vlm", k, accuracy, 0.5, 0.5) for k, accuracy in [(0, 0.5), (1, 1.0)]]
+    single = tmp_path / "tables" / "bu4dfe.csv"
+    write_table({"name": "bu4dfe", "prompts_source": "pseudo"}, evals, single)
+    multi = tmp_path / "tables" / "4dme.csv"
+    write_table({"name": "4dme"}, [_multilabel_eval(tmp_path, 0, [0.5] * 5, [0.5] * 5)], multi)
+    ablation = tmp_path / "tables" / "ablation.csv"
+    ablation.write_text("dataset,variant,accuracy_mean,n_folds\nbu4dfe,smile_vlm,75.0,2\n")
+
+    text = summary_markdown([single, multi, ablation], tmp_path / "summary.md", {"bu4dfe": "synthetic"})
+    assert (tmp_path / "summary.md").read_text() == text
+    assert "synthetic default data" in text.split("## ")[0]
+    bu4dfe = text.split("## Table III: BU-4DFE")[1].split("## ")[0]
+    assert "`bu4dfe.csv`; data: synthetic; prompts source: pseudo" in bu4dfe
+    lines = bu4dfe.splitlines()
+    mean_line = "| smile_vlm | ours | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 | 50.00 ± 0.00 |"
+    reported_line = f"| SMILE-VLM | 10-CV, full sequence; *{REPORTED_MARK}* |  | 96.57 |  |  |"
+    details = lines.index("<details><summary>per-fold rows</summary>")
+    assert lines.index(mean_line) < lines.index(reported_line) < details  # means, then the paper, then folds
+    assert "| smile_vlm | 1 | 100.00 | 0.5000 | 50.00 |" in lines
+
+    table_v = text.split("## Table V")[1].split("## ")[0]
+    assert "prompts source: label (each sample's class chooses its prompt" in table_v
+    assert "| SMILE-VLM | multi-view; *reported on the real dataset* |  | 0.7612 | 0.8458 | 0.8126 | 0.8093 | " \
+           "0.7824 | 0.8023 |" in table_v
+    assert "| smile_vlm | ours | 1 | 81.62" not in table_v
+    assert "| smile_vlm | ours | 1 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 |" in table_v
+    assert "| bu4dfe | smile_vlm | 75.00 | 2 |" in text
