@@ -22,18 +22,29 @@ averages over classes (the paper's Table V reports per-class F1 and accuracy and
 Linear probe: logistic regression (sklearn, lbfgs) on L2-normalised frozen fused embeddings of
 the fold's train split, scored on its test split (multi-label: one binary probe per class,
 mean per-class accuracy).
+
+Single view (``settings["evaluate"]["single_view"]``, default true; SMILE-VLM Table V): the same
+zero-shot metrics with the model seeing one view alone, under ``"single_view": {"yaw -30": {...},
+"yaw +0": {...}, "yaw +30": {...}}``. The other views are removed through the fusion's view mask,
+not re-trained: the paper's left/front/right rows (left = yaw -30, front = yaw 0, right = yaw +30)
+come from the 4DME baseline [56] with one model per view, ours from the multi-view model.
+
+Cross-dataset folds (protocol split "cross", SMILE-VLM §IV-C: train on BU-4DFE, test on BP4D
+T1/T8): the evaluated store is the test store; the model was trained on ``trained_classes`` of
+another store. The decision is over the experiment's classes (``protocol.predict_classes``
+"experiment", default: happiness vs disgust) or over every trained class ("train"). The probe
+trains on the training store (recorded in model.pt) with the trained classes as targets.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from smile_vlm import atomic
 from smile_vlm.augment import Augmenter
-from smile_vlm.folds import fold_samples
+from smile_vlm.errors import ScanError
+from smile_vlm.folds import fold_samples, fold_subjects, read_folds, resolve_protocol
 from smile_vlm.train import FoldTargets, build_text_bank, image_input, load_trained, resolve_settings, select_device
 
 DEFAULT_EVALUATE = {
@@ -42,6 +53,7 @@ DEFAULT_EVALUATE = {
     "multilabel_rule": "above_uniform",  # or a probability threshold in (0, 1)
     "score_scale": 100.0,  # softmax scale applied to the cosine scores (CLIP zero-shot)
     "probe_c": 1.0,  # inverse L2 regularisation strength of the probe
+    "single_view": True,  # also score each view alone (the others masked out of the fusion): Table V
 }
 
 
@@ -136,11 +148,42 @@ def view_weights_per_class(weights, membership) -> np.ndarray:
 
 # --------------------------------------------------------------------------- one fold
 
+def view_names(views: list[dict]) -> list[str]:
+    """Readable, unique names of the store's views: "yaw -30", "yaw +0", "yaw +30" ("pitch" added
+    when it is not 0). SMILE-VLM Table V's left profile is yaw -30, front yaw 0, right yaw +30."""
+    names = []
+    for view in views:
+        name = f"yaw {float(view.get('yaw', 0)):+g}"
+        if float(view.get("pitch", 0)):
+            name += f" pitch {float(view['pitch']):+g}"
+        names.append(name if name not in names else f"{name} #{len(names)}")
+    return names
+
+
 @torch.no_grad()
-def _embed(model, dataset, augmenter: Augmenter, class_emb, device, batch_size: int, targets: FoldTargets):
-    """Fused embeddings, fusion weights, class scores and targets of every sample of ``dataset``."""
+def single_view_scores(model, images: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """(V, B, K) zero-shot scores of each view alone.
+
+    Every view is still encoded (one shared encoder, per-view in eval mode), but the fusion's view
+    mask keeps only view v: SMILE-VLM's softmax weights (Eq. 7) and FACET-VLM's attention keys and
+    pooling then ignore the other views, so their pixels cannot change view v's scores.
+    """
+    batch, n_views = images.shape[:2]
+    scores = []
+    for view in range(n_views):
+        mask = torch.zeros(batch, n_views, dtype=torch.bool, device=images.device)
+        mask[:, view] = True
+        scores.append(model.class_scores(images, class_emb, mask).float())
+    return torch.stack(scores)
+
+
+@torch.no_grad()
+def _embed(model, dataset, augmenter: Augmenter, class_emb, device, batch_size: int, targets: FoldTargets,
+           single_view: bool = False):
+    """Fused embeddings, fusion weights, class scores and targets of every sample of ``dataset``;
+    with ``single_view`` also (V, N, K) class scores from each view alone (None otherwise)."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    fused, weights, scores, labels = [], [], [], []
+    fused, weights, scores, labels, per_view = [], [], [], [], []
     for batch in loader:
         images = augmenter.clean(batch["images"], device)
         output = model(images)
@@ -148,36 +191,97 @@ def _embed(model, dataset, augmenter: Augmenter, class_emb, device, batch_size: 
         weights.append(output["weights"].float().cpu())
         scores.append(model.class_scores(images, class_emb).float().cpu())
         labels.append(targets.labels(batch))
+        if single_view:
+            per_view.append(single_view_scores(model, images, class_emb).cpu())
+    view_scores = torch.cat(per_view, dim=1).numpy() if single_view else None
     return (torch.cat(fused).numpy(), torch.cat(weights).numpy(), torch.cat(scores).numpy(),
-            torch.cat(labels).numpy())
+            torch.cat(labels).numpy(), view_scores)
+
+
+def zero_shot_metrics(scores, labels, classes: list[str], multi_label: bool, options: dict) -> dict:
+    """The zero-shot metrics of one set of class scores (multi-view, or one view alone).
+
+    Single-label: accuracy, macro_f1, per_class_f1, confusion. Multi-label: per_class_f1,
+    per_class_accuracy, average_f1, average_accuracy (macro_f1 / accuracy repeat the averages).
+    """
+    if multi_label:
+        predicted = multilabel_predictions(scores, options["multilabel_rule"], options["score_scale"])
+        metrics = multilabel_metrics(np.asarray(labels, dtype=bool), predicted)
+        return {
+            "per_class_f1": dict(zip(classes, metrics["per_class_f1"].tolist())),
+            "per_class_accuracy": dict(zip(classes, metrics["per_class_accuracy"].tolist())),
+            "average_f1": metrics["average_f1"], "average_accuracy": metrics["average_accuracy"],
+            "macro_f1": metrics["average_f1"], "accuracy": metrics["average_accuracy"],
+        }
+    predicted = np.asarray(scores).argmax(axis=1)
+    confusion = confusion_matrix(labels, predicted, len(classes))
+    f1 = per_class_f1(confusion)
+    return {
+        "accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(f1),
+        "per_class_f1": dict(zip(classes, f1.tolist())),
+        "confusion": {"classes": classes, "rows": "true", "columns": "predicted", "matrix": confusion.tolist()},
+    }
+
+
+def prediction_classes(protocol: dict, split: dict, trained: list[str], checkpoint) -> list[str]:
+    """The classes the zero-shot decision is over (and the class indices of the metrics).
+
+    Within one dataset: the fold's classes, which must be the trained ones. Across datasets
+    (split "cross"): the experiment's classes (default, e.g. a 2-way happiness/disgust decision on
+    BP4D T1/T8) or, with ``predict_classes: "train"``, every trained class, so that answering one of
+    the other trained classes counts as an error.
+    """
+    classes = split["classes"]
+    if not split["cross"]:
+        if list(trained) != classes:
+            raise ValueError(f"{checkpoint}: trained on classes {trained}, evaluating {classes}")
+        return classes
+    untrained = [name for name in classes if name not in trained]
+    if untrained:
+        raise ValueError(f"{checkpoint}: classes {untrained} are evaluated but were not trained ({trained})")
+    return classes if protocol.get("predict_classes", "experiment") == "experiment" else list(trained)
 
 
 def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, variant: dict | None,
-                  settings: dict | None, out_json) -> dict:
+                  settings: dict | None, out_json, *, train_store=None) -> dict:
     """Zero-shot and linear-probe metrics of one fold's test subjects, written atomically as JSON.
 
     ``checkpoint`` is the ``model.pt`` of train_fold (it carries the variant it was built with;
     ``variant`` is only recorded). ``settings``: the same sections as train_fold, plus
     ``evaluate`` (DEFAULT_EVALUATE).
+
+    ``store_path`` is the evaluated (test) store. Cross-dataset folds (protocol split "cross") train
+    on another store: its training split is only needed by the linear probe, read from
+    ``train_store`` or else from the path recorded in the checkpoint.
+
+    With ``evaluate.single_view`` the JSON also has ``single_view``: {view name: metrics} where the
+    model sees one view alone (the fusion's view mask drops the others), for SMILE-VLM Table V.
     """
     from smile_vlm.store import StoreDataset, open_store
 
     resolved = resolve_settings(settings)
     options = {**DEFAULT_EVALUATE, **resolved["evaluate"]}
+    unknown = set(options) - set(DEFAULT_EVALUATE)
+    if unknown:
+        raise ValueError(f"unknown evaluate settings {sorted(unknown)}")
     device = select_device(resolved["train"]["device"])
     if resolved["train"]["threads"]:
         torch.set_num_threads(int(resolved["train"]["threads"]))
 
-    split = fold_samples(store_path, folds_csv, repeat, fold, resolved["protocol"])
-    classes = split["classes"]
+    protocol = resolve_protocol(resolved["protocol"])
+    split = fold_samples(store_path, folds_csv, repeat, fold, protocol)
+    if not len(split["test"]):
+        raise ScanError(store_path, f"repeat {repeat} fold {fold} has no test sample in this store "
+                                    f"(dataset {split['dataset']!r}); is it the fold's test store?")
     store_attrs = open_store(store_path).attrs
     multi_label = bool(store_attrs["multi_label"])
-    targets = FoldTargets(split["store_classes"], classes, multi_label)
     label_mode = "multi" if multi_label else "single"
 
     model, saved = load_trained(checkpoint, device)
-    if list(saved["classes"]) != classes:
-        raise ValueError(f"{checkpoint}: trained on classes {saved['classes']}, evaluating {classes}")
+    _check_compatible(saved, store_attrs, multi_label, checkpoint, store_path)
+    trained = list(saved["classes"])
+    classes = prediction_classes(protocol, split, trained, checkpoint)
+    targets = FoldTargets(split["store_classes"], classes, multi_label)
     _, text_bank = build_text_bank(resolved, classes)
     class_emb = text_bank.class_embeddings().to(device)
     size, mean, std = image_input(model)
@@ -185,61 +289,100 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
     batch_size = int(options["batch_size"])
 
     test = _embed(model, StoreDataset(store_path, split["test"], label_mode), augmenter, class_emb, device,
-                  batch_size, targets)
-    test_fused, test_weights, test_scores, test_labels = test
+                  batch_size, targets, single_view=bool(options["single_view"]))
+    test_fused, test_weights, test_scores, test_labels, view_scores = test
 
+    folds = read_folds(folds_csv)
     result = {
-        "k": _job_number(folds_csv, repeat, fold),
+        "k": _job_number(folds, repeat, fold),
         "repeat": int(repeat), "fold": int(fold), "checkpoint": str(checkpoint),
         "variant": (variant or {}).get("name") or saved["variant"].get("name"),
         "classes": classes, "views": list(store_attrs["views"]), "multi_label": multi_label,
-        "n_train": int(len(split["train"])), "n_test": int(len(split["test"])),
+        "n_train": int(saved.get("n_train", len(split["train"]))) if split["cross"] else int(len(split["train"])),
+        "n_test": int(len(split["test"])),
         "train_subjects": split["train_subjects"], "test_subjects": split["test_subjects"],
         "protocol": resolved["protocol"], "evaluate": options,
     }
-    if multi_label:
-        truth = test_labels.astype(bool)
-        predicted = multilabel_predictions(test_scores, options["multilabel_rule"], options["score_scale"])
-        metrics = multilabel_metrics(truth, predicted)
-        result.update({
-            "per_class_f1": dict(zip(classes, metrics["per_class_f1"].tolist())),
-            "per_class_accuracy": dict(zip(classes, metrics["per_class_accuracy"].tolist())),
-            "average_f1": metrics["average_f1"], "average_accuracy": metrics["average_accuracy"],
-            "macro_f1": metrics["average_f1"], "accuracy": metrics["average_accuracy"],
-        })
-        membership = truth
-    else:
-        predicted = test_scores.argmax(axis=1)
-        confusion = confusion_matrix(test_labels, predicted, len(classes))
-        f1 = per_class_f1(confusion)
-        result.update({
-            "accuracy": accuracy(test_labels, predicted), "macro_f1": macro_f1(f1),
-            "per_class_f1": dict(zip(classes, f1.tolist())),
-            "confusion": {"classes": classes, "rows": "true", "columns": "predicted",
-                          "matrix": confusion.tolist()},
-        })
-        membership = np.eye(len(classes), dtype=bool)[test_labels]
+    if split["cross"]:
+        train_dataset = saved.get("train_dataset")
+        result.update({"train_dataset": train_dataset, "test_dataset": split["dataset"], "trained_classes": trained,
+                       "train_subjects": fold_subjects(folds, repeat, fold, train_dataset)["train"]})
+    result.update(zero_shot_metrics(test_scores, test_labels, classes, multi_label, options))
+    membership = test_labels.astype(bool) if multi_label else np.eye(len(classes), dtype=bool)[test_labels]
 
     weights = view_weights_per_class(test_weights, membership)
     result["view_weights"] = {name: row.tolist() for name, row in zip(classes, weights)}
+    if view_scores is not None:
+        result["single_view"] = {name: zero_shot_metrics(scores, test_labels, classes, multi_label, options)
+                                 for name, scores in zip(view_names(list(store_attrs["views"])), view_scores)}
 
     result["linear_probe_accuracy"] = None
     if options["linear_probe"]:
-        train_fused, _, _, train_labels = _embed(model, StoreDataset(store_path, split["train"], label_mode),
-                                                 augmenter, class_emb, device, batch_size, targets)
+        train_fused, train_labels, probe_test_labels = _probe_inputs(
+            model, saved, checkpoint, split, store_path, folds_csv, repeat, fold, resolved, augmenter, class_emb,
+            device, batch_size, targets, test_labels, train_store)
         seed = int(resolved["train"]["seed"])
         probe = multilabel_probe_accuracy if multi_label else linear_probe_accuracy
-        result["linear_probe_accuracy"] = probe(train_fused, train_labels, test_fused, test_labels,
+        result["linear_probe_accuracy"] = probe(train_fused, train_labels, test_fused, probe_test_labels,
                                                 float(options["probe_c"]), seed)
 
     atomic.write_json(out_json, _nan_to_none(result))
     return result
 
 
-def _job_number(folds_csv, repeat: int, fold: int) -> int:
-    from smile_vlm.folds import read_folds
+def _check_compatible(saved: dict, store_attrs, multi_label: bool, checkpoint, store_path) -> None:
+    """A model only makes sense on a store rendered with its views and its kind of labels."""
+    if "views" in saved and list(saved["views"]) != list(store_attrs["views"]):
+        raise ScanError(store_path, f"views {list(store_attrs['views'])} differ from the views the model "
+                                    f"was trained on {list(saved['views'])} ({checkpoint})")
+    if "multi_label" in saved and bool(saved["multi_label"]) != multi_label:
+        raise ScanError(store_path, f"multi_label={multi_label} but {checkpoint} was trained with "
+                                    f"multi_label={bool(saved['multi_label'])}")
 
-    folds = read_folds(folds_csv)
+
+def _probe_inputs(model, saved, checkpoint, split, store_path, folds_csv, repeat, fold, resolved, augmenter, class_emb,
+                  device, batch_size, targets, test_labels, train_store):
+    """(train embeddings, train targets, test targets) of the linear probe.
+
+    Within one dataset the probe trains on the fold's train split of the same store. Across datasets
+    it trains on the training store's split with the trained classes as targets, so the test targets
+    are re-expressed in that class space (the experiment's classes are among the trained ones).
+    """
+    from smile_vlm.store import StoreDataset, open_store
+
+    label_mode = "multi" if targets.multi_label else "single"
+    if not split["cross"]:
+        train_fused, _, _, train_labels, _ = _embed(model, StoreDataset(store_path, split["train"], label_mode),
+                                                    augmenter, class_emb, device, batch_size, targets)
+        return train_fused, train_labels, test_labels
+    if train_store is None:
+        train_store = saved.get("train_store")
+    if not train_store:
+        raise ScanError(checkpoint, "the cross-dataset linear probe needs the training store: pass "
+                                    "train_store or set evaluate.linear_probe to false")
+    # open_store raises a ScanError naming the path when the recorded store has moved.
+    if str(open_store(train_store).attrs["dataset"]) != saved.get("train_dataset"):
+        raise ScanError(train_store, f"not the training store of this model ({saved.get('train_dataset')!r})")
+    train_split = fold_samples(train_store, folds_csv, repeat, fold, resolved["protocol"])
+    trained = list(saved["classes"])
+    train_targets = FoldTargets(train_split["store_classes"], trained, targets.multi_label)
+    train_fused, _, _, train_labels, _ = _embed(model, StoreDataset(train_store, train_split["train"], label_mode),
+                                                augmenter, class_emb, device, batch_size, train_targets)
+    to_trained = FoldTargets(split["store_classes"], trained, targets.multi_label)
+    store_labels = _store_labels(store_path, split["test"], targets.multi_label)
+    return train_fused, train_labels, to_trained.labels(store_labels).numpy()
+
+
+def _store_labels(store_path, indices, multi_label: bool) -> dict:
+    from smile_vlm.store import open_store
+
+    root = open_store(store_path)
+    if multi_label:
+        return {"labels": torch.from_numpy(root["labels"][:][indices].astype(np.float32))}
+    return {"label": torch.from_numpy(root["label"][:][indices].astype(np.int64))}
+
+
+def _job_number(folds, repeat: int, fold: int) -> int:
     rows = folds[(folds["repeat"] == int(repeat)) & (folds["fold"] == int(fold))]
     return int(rows["k"].iloc[0])
 

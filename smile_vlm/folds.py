@@ -12,11 +12,24 @@ A protocol is plain data, so every published setting is a parameter set rather t
     require_all_classes: false   keep only subjects that have every class (Bosphorus 65 of 105)
     levels: null            BU-3DFE intensity levels to keep, e.g. [3, 4]; null keeps all
     classes: null           the class set, in class-index order; null = the store's classes
+    train_classes: null     split "cross" only: the classes trained on; null = the training store's
+    predict_classes: "experiment"   split "cross" only: the zero-shot decision on the test store is
+                            over ``classes`` ("experiment") or over every trained class ("train")
 
 The folds table has one row per (repeat, fold, subject): ``split`` is "train" or "test"; ``k``
 numbers the (repeat, fold) pairs 0, 1, ... so one integer names a training job.
 Subjects outside the draw do not appear. The sample filter (classes, levels) is applied again by
 train and evaluate through ``fold_samples``, so they see exactly the samples the folds were made for.
+
+Cross-dataset protocol (split "cross", datasets.md §6.4: train on BU-4DFE, test on BP4D T1/T8):
+one fold, k = 0, trains on every eligible subject of a training store and tests on every eligible
+subject of the evaluated store. Such a table has a ``dataset`` column (the stores' ``dataset``
+attribute), and a subject is the pair (dataset, subject) everywhere: the leak check compares pairs,
+and ``fold_samples`` takes from a store only the rows of its own dataset. Training keeps the
+training store's samples of ``train_classes``; the test store keeps the samples of ``classes``
+(the experiment's classes, which must be trained classes too). ``levels`` filters the training
+store only (BP4D has no intensity levels). ``folds``, ``select`` and ``seed`` play no part;
+``subjects`` must be "all" and ``repetitions`` 1, since a cross fold has nothing to draw.
 """
 
 from __future__ import annotations
@@ -30,6 +43,9 @@ from smile_vlm import atomic
 from smile_vlm.errors import ScanError
 
 FOLD_COLUMNS = ["k", "repeat", "fold", "subject", "split"]
+# Present in cross-dataset folds only: which store a row's subject belongs to.
+DATASET_COLUMN = "dataset"
+PREDICT_CLASSES = ("experiment", "train")
 
 DEFAULT_PROTOCOL = {
     "folds": 10,
@@ -41,6 +57,8 @@ DEFAULT_PROTOCOL = {
     "require_all_classes": False,
     "levels": None,
     "classes": None,
+    "train_classes": None,
+    "predict_classes": "experiment",
 }
 
 # Seed-sequence tags keep the subject draw and the fold shuffle independent streams.
@@ -52,7 +70,30 @@ def resolve_protocol(protocol: dict | None) -> dict:
     unknown = set(protocol or {}) - set(DEFAULT_PROTOCOL)
     if unknown:
         raise ScanError("protocol", f"unknown keys {sorted(unknown)}")
-    return {**DEFAULT_PROTOCOL, **(protocol or {})}
+    resolved = {**DEFAULT_PROTOCOL, **(protocol or {})}
+    if resolved["predict_classes"] not in PREDICT_CLASSES:
+        raise ScanError("protocol", f"predict_classes must be one of {list(PREDICT_CLASSES)}, "
+                                    f"not {resolved['predict_classes']!r}")
+    return resolved
+
+
+def is_cross(protocol: dict | None) -> bool:
+    return resolve_protocol(protocol)["split"] == "cross"
+
+
+def split_protocol(protocol: dict | None, split: str) -> dict:
+    """The sample-filter protocol of one split ("train" or "test").
+
+    Within one dataset both splits use the protocol itself. Across datasets the training store
+    keeps ``train_classes`` (null: all its classes) and the ``levels``; the test store keeps the
+    experiment's ``classes`` with no level filter.
+    """
+    protocol = resolve_protocol(protocol)
+    if protocol["split"] != "cross":
+        return protocol
+    if split == "train":
+        return {**protocol, "classes": protocol["train_classes"]}
+    return {**protocol, "levels": None}
 
 
 def sample_labels(table: pd.DataFrame, store_classes: list[str] | None = None) -> list[set[str]]:
@@ -107,6 +148,9 @@ def eligible_subjects(table: pd.DataFrame, protocol: dict, store_classes: list[s
 def make_folds(subjects_table: pd.DataFrame, protocol: dict | None, store_classes: list[str] | None = None) -> pd.DataFrame:
     """Assign subjects to folds: DataFrame(repeat, fold, subject, split), already checked."""
     protocol = resolve_protocol(protocol)
+    if protocol["split"] == "cross":
+        raise ScanError("protocol", "split 'cross' needs the training store too: "
+                                    "make_cross_folds, or write_folds(..., train_store=...)")
     pool = eligible_subjects(subjects_table, protocol, store_classes)
     if not pool:
         raise ScanError("protocol", "no subject has usable samples under this protocol")
@@ -125,6 +169,50 @@ def make_folds(subjects_table: pd.DataFrame, protocol: dict | None, store_classe
     folds = pd.DataFrame(rows, columns=FOLD_COLUMNS)
     check_folds(folds)
     return folds
+
+
+def make_cross_folds(train_table: pd.DataFrame, test_table: pd.DataFrame, protocol: dict | None,
+                     train_store_classes: list[str], test_store_classes: list[str],
+                     train_dataset: str, test_dataset: str) -> pd.DataFrame:
+    """The single cross-dataset fold: every eligible training-store subject trains, every eligible
+    test-store subject is tested. Columns FOLD_COLUMNS + ``dataset``; already checked."""
+    protocol = resolve_protocol(protocol)
+    if protocol["split"] != "cross":
+        raise ScanError("protocol", f"make_cross_folds needs split 'cross', not {protocol['split']!r}")
+    if protocol["subjects"] not in (None, "all") or int(protocol["repetitions"]) != 1:
+        raise ScanError("protocol", "split 'cross' uses all subjects once: subjects must be 'all', repetitions 1")
+    train_classes, test_classes = cross_classes(protocol, train_store_classes)
+    for name, wanted, available in (("train_classes", train_classes, train_store_classes),
+                                    ("classes", test_classes, test_store_classes)):
+        unknown = set(wanted) - set(available)
+        if unknown:
+            raise ScanError("protocol", f"{name} {sorted(unknown)} are not classes of the "
+                                        f"{'training' if name == 'train_classes' else 'test'} store")
+    splits = {
+        split: (dataset, eligible_subjects(table, split_protocol(protocol, split), store_classes))
+        for split, dataset, table, store_classes in (("train", train_dataset, train_table, train_store_classes),
+                                                      ("test", test_dataset, test_table, test_store_classes))
+    }
+    for split, (dataset, subjects) in splits.items():
+        if not subjects:
+            raise ScanError("protocol", f"no {split} subject of {dataset} has usable samples under this protocol")
+    rows = [(0, 0, 0, subject, split, dataset) for split, (dataset, subjects) in splits.items() for subject in subjects]
+    folds = pd.DataFrame(rows, columns=FOLD_COLUMNS + [DATASET_COLUMN])
+    check_folds(folds)
+    return folds
+
+
+def cross_classes(protocol: dict | None, train_store_classes: list[str]) -> tuple[list[str], list[str]]:
+    """(trained classes, experiment classes) of a cross protocol; the latter must be among the former."""
+    protocol = resolve_protocol(protocol)
+    if not protocol["classes"]:
+        raise ScanError("protocol", "split 'cross' needs the experiment's classes (e.g. [happiness, disgust])")
+    train_classes = list(protocol["train_classes"] or train_store_classes)
+    test_classes = list(protocol["classes"])
+    untrained = [name for name in test_classes if name not in train_classes]
+    if untrained:
+        raise ScanError("protocol", f"classes {untrained} are tested but not trained (train_classes {train_classes})")
+    return train_classes, test_classes
 
 
 def _draw_subjects(pool: list[str], count, rng: np.random.Generator) -> list[str]:
@@ -160,9 +248,15 @@ def check_folds(folds: pd.DataFrame, source: str | Path = "folds") -> None:
     if (folds.groupby(["repeat", "fold"])["k"].nunique() != 1).any() or \
             (folds.groupby("k")[["repeat", "fold"]].nunique() != 1).any(axis=None):
         raise ScanError(source, "k does not name exactly one (repeat, fold) pair")
+    # Across datasets a subject is (dataset, subject): BU-4DFE's F001 is not BP4D's F001, but the
+    # same dataset on both sides (two renders of one store) still counts as the same person.
+    identity = folds["subject"].astype(str)
+    if DATASET_COLUMN in folds.columns:
+        identity = folds[DATASET_COLUMN].astype(str) + "/" + identity
+    folds = folds.assign(subject=identity)
     for (repeat, fold), rows in folds.groupby(["repeat", "fold"], sort=True):
-        train = set(rows.loc[rows["split"] == "train", "subject"].astype(str))
-        test = set(rows.loc[rows["split"] == "test", "subject"].astype(str))
+        train = set(rows.loc[rows["split"] == "train", "subject"])
+        test = set(rows.loc[rows["split"] == "test", "subject"])
         shared = train & test
         if shared:
             raise ScanError(source, f"repeat {repeat} fold {fold}: subjects in train and test: {sorted(shared)}")
@@ -175,18 +269,34 @@ def check_folds(folds: pd.DataFrame, source: str | Path = "folds") -> None:
         raise ScanError(source, f"repeat {repeat}: subject {subject} is tested in {twice.iloc[0]} folds")
 
 
-def write_folds(store_path: str | Path, protocol: dict | None, out_csv: str | Path) -> pd.DataFrame:
-    """Make the folds of a packed store and write them atomically as CSV."""
+def write_folds(store_path: str | Path, protocol: dict | None, out_csv: str | Path,
+                train_store: str | Path | None = None) -> pd.DataFrame:
+    """Make the folds of a packed store and write them atomically as CSV.
+
+    ``store_path`` is the evaluated store. Split "cross" also needs ``train_store``, the store the
+    model trains on; any other split trains on ``store_path`` and refuses a different train_store.
+    """
     from smile_vlm.store import open_store, store_table
 
-    store_classes = list(open_store(store_path).attrs["classes"])
-    folds = make_folds(store_table(store_path), protocol, store_classes)
+    root = open_store(store_path)
+    store_classes = list(root.attrs["classes"])
+    if is_cross(protocol):
+        if train_store is None:
+            raise ScanError("protocol", "split 'cross' needs train_store (the store the model trains on)")
+        train_root = open_store(train_store)
+        folds = make_cross_folds(store_table(train_store), store_table(store_path), protocol,
+                                 list(train_root.attrs["classes"]), store_classes,
+                                 str(train_root.attrs["dataset"]), str(root.attrs["dataset"]))
+    else:
+        if train_store is not None and Path(train_store).resolve() != Path(store_path).resolve():
+            raise ScanError(train_store, f"training on another store than {store_path} needs split 'cross'")
+        folds = make_folds(store_table(store_path), protocol, store_classes)
     atomic.write_csv(out_csv, folds)
     return folds
 
 
 def read_folds(folds_csv: str | Path) -> pd.DataFrame:
-    folds = pd.read_csv(folds_csv, dtype={"subject": str, "split": str})
+    folds = pd.read_csv(folds_csv, dtype={"subject": str, "split": str, DATASET_COLUMN: str})
     check_folds(folds, folds_csv)
     return folds
 
@@ -199,37 +309,63 @@ def fold_of(folds: pd.DataFrame, k: int) -> tuple[int, int]:
     return int(rows["repeat"].iloc[0]), int(rows["fold"].iloc[0])
 
 
-def fold_subjects(folds: pd.DataFrame, repeat: int, fold: int) -> dict[str, list[str]]:
+def fold_subjects(folds: pd.DataFrame, repeat: int, fold: int, dataset: str | None = None) -> dict[str, list[str]]:
+    """Train and test subjects of one fold; of one ``dataset`` when the folds have a dataset column."""
     rows = folds[(folds["repeat"] == int(repeat)) & (folds["fold"] == int(fold))]
     if rows.empty:
         raise ScanError("folds", f"no repeat {repeat} fold {fold}")
+    if dataset is not None and DATASET_COLUMN in rows.columns:
+        rows = rows[rows[DATASET_COLUMN].astype(str) == str(dataset)]
     return {split: sorted(rows.loc[rows["split"] == split, "subject"].astype(str)) for split in ("train", "test")}
 
 
 def fold_samples(store_path: str | Path, folds_csv: str | Path, repeat: int, fold: int, protocol: dict | None) -> dict:
     """Store indices of one fold's train and test samples after the protocol's sample filter.
 
-    Returns ``{"train": int64 array, "test": int64 array, "classes": [...], "store_classes": [...],
-    "train_subjects": [...], "test_subjects": [...]}``; ``classes`` is the protocol's class set, in
-    the order that defines the class indices used by training and evaluation.
+    Returns ``{"train": int64 array, "test": int64 array, "classes": [...], "train_classes": [...],
+    "store_classes": [...], "train_subjects": [...], "test_subjects": [...], "dataset": str,
+    "cross": bool}``. ``classes`` is the protocol's (experiment's) class set, in the order that
+    defines the class indices of evaluation; ``train_classes`` those of training (the same list
+    unless the protocol is "cross"). In a cross fold a store only yields the split(s) its own
+    dataset is in: the training store gives ``train``, the test store ``test`` (the other is empty).
     """
     from smile_vlm.store import open_store, store_table
 
-    store_classes = list(open_store(store_path).attrs["classes"])
+    root = open_store(store_path)
+    store_classes = list(root.attrs["classes"])
+    dataset = str(root.attrs.get("dataset", ""))
+    protocol = resolve_protocol(protocol)
+    cross = protocol["split"] == "cross"
+    folds = read_folds(folds_csv)
+    if cross and DATASET_COLUMN not in folds.columns:
+        raise ScanError(folds_csv, "protocol split is 'cross' but the folds have no dataset column")
+    if DATASET_COLUMN in folds.columns and dataset not in set(folds[DATASET_COLUMN].astype(str)):
+        raise ScanError(store_path, f"store dataset {dataset!r} is not one of the folds' datasets "
+                                    f"{sorted(set(folds[DATASET_COLUMN].astype(str)))} ({folds_csv})")
+    subjects = fold_subjects(folds, repeat, fold, dataset)
     table = store_table(store_path)
-    keep = sample_filter(table, protocol, store_classes)
-    subjects = fold_subjects(read_folds(folds_csv), repeat, fold)
     table_subjects = table["subject"].astype(str).to_numpy()
-    result = {
-        split: np.flatnonzero(keep & np.isin(table_subjects, subjects[split])).astype(np.int64)
-        for split in ("train", "test")
-    }
-    classes = list(resolve_protocol(protocol)["classes"] or store_classes)
-    unknown = set(classes) - set(store_classes)
+    result = {}
+    for split in ("train", "test"):
+        keep = sample_filter(table, split_protocol(protocol, split), store_classes)
+        result[split] = np.flatnonzero(keep & np.isin(table_subjects, subjects[split])).astype(np.int64)
+    if not cross:
+        classes = train_classes = list(protocol["classes"] or store_classes)
+        wanted = set(classes)
+    else:
+        # Each store of a cross fold is checked for the classes of the split(s) it provides; the
+        # trained classes are known only where the training subjects are (None in the test store).
+        if not protocol["classes"]:
+            raise ScanError("protocol", "split 'cross' needs the experiment's classes (e.g. [happiness, disgust])")
+        classes = list(protocol["classes"])
+        train_classes = cross_classes(protocol, store_classes)[0] if subjects["train"] else None
+        wanted = set(train_classes or []) | (set(classes) if subjects["test"] else set())
+    unknown = wanted - set(store_classes)
     if unknown:
         raise ScanError(store_path, f"protocol classes {sorted(unknown)} are not in the store")
-    return {**result, "classes": classes, "store_classes": store_classes,
-            "train_subjects": subjects["train"], "test_subjects": subjects["test"]}
+    return {**result, "classes": classes, "train_classes": train_classes, "store_classes": store_classes,
+            "train_subjects": subjects["train"], "test_subjects": subjects["test"],
+            "dataset": dataset, "cross": cross}
 
 
 def class_index_map(store_classes: list[str], classes: list[str]) -> np.ndarray:

@@ -82,6 +82,10 @@ DEFAULT_TRAIN = {
     "progress": "auto",  # tqdm bar: "auto" = only on a TTY, or true/false
     "log_every": 0,  # also log every N steps (0: one line per epoch only)
     "augment": {},  # overrides of augment.DEFAULT_AUGMENT
+    # Views the alignment terms (Eq. 6, 8) see: "clean" (resized and normalised only) or
+    # "augmented" (augmentation A, one forward pass fewer). On the synthetic BU-4DFE default,
+    # clean scored higher (see BENCHMARKS.md).
+    "align_on": "clean",
 }
 DEFAULT_PROMPTS = {
     "name": "emotions",  # prompt file smile_vlm/prompts/<name>.yaml
@@ -331,7 +335,9 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
 
     ``settings`` has the sections ``train`` (DEFAULT_TRAIN), ``prompts`` (DEFAULT_PROMPTS),
     ``encoders`` ({"text": spec, "vision": spec}), ``classes`` and ``protocol`` (which samples of the
-    fold's subjects are used, folds.sample_filter). ``on_epoch_end(epoch, record)`` is called after
+    fold's subjects are used, folds.sample_filter). For a cross-dataset protocol (split "cross")
+    ``store_path`` is the training store: the model learns ``protocol.train_classes`` (null: all the
+    store's classes) from the fold's training subjects, and never opens the test store. ``on_epoch_end(epoch, record)`` is called after
     each epoch's checkpoint is on disk (tests use it to interrupt a run).
     """
     settings = resolve_settings(settings)
@@ -357,8 +363,13 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
     from smile_vlm.store import StoreDataset, open_store
 
     split = fold_samples(store_path, folds_csv, repeat, fold, settings["protocol"])
-    classes = split["classes"]
-    multi_label = bool(open_store(store_path).attrs["multi_label"])
+    if not len(split["train"]):
+        # A cross-dataset fold trains on the training store; given the test store, nothing matches.
+        raise ScanError(store_path, f"repeat {repeat} fold {fold} has no training sample in this store "
+                                    f"(dataset {split['dataset']!r}); is it the fold's training store?")
+    classes = split["train_classes"]
+    store_attrs = open_store(store_path).attrs
+    multi_label = bool(store_attrs["multi_label"])
     targets = FoldTargets(split["store_classes"], classes, multi_label)
     dataset = StoreDataset(store_path, split["train"], label_mode="multi" if multi_label else "single")
     n_views = int(dataset[0]["images"].shape[0])
@@ -414,7 +425,7 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
 
             images = batch["images"]
             views_a, views_b = augmenter.two_views(images, augment_generator, device)
-            clean = augmenter.clean(images, device)
+            clean = augmenter.clean(images, device) if train["align_on"] == "clean" else None
             if pseudo is None:
                 prompt_classes = targets.prompt_classes(batch, augment_generator)
             else:
@@ -464,9 +475,13 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
             on_epoch_end(epoch, record)
 
     if rank == 0:
+        # The training store's identity travels with the weights: a cross-dataset evaluation reads
+        # it for the linear probe and checks that the test store was rendered with the same views.
         final = {"model": model.state_dict(), "variant": variant, "settings": settings, "classes": classes,
                  "n_views": n_views, "text_dim": int(text_encoder.dim), "epochs": train["epochs"],
-                 "repeat": int(repeat), "fold": int(fold)}
+                 "repeat": int(repeat), "fold": int(fold), "train_store": str(store_path),
+                 "train_dataset": split["dataset"], "views": json.loads(json.dumps(list(store_attrs["views"]))),
+                 "multi_label": multi_label, "n_train": int(len(dataset))}
         with atomic.atomic_path(final_path) as tmp:
             torch.save(final, tmp)
     if world > 1:

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from smile_vlm.errors import ScanError
-from smile_vlm.folds import check_folds, eligible_subjects, fold_of, make_folds, read_folds, sample_filter, write_folds
+from smile_vlm.folds import (check_folds, eligible_subjects, fold_of, fold_subjects, make_cross_folds, make_folds,
+                             read_folds, sample_filter, split_protocol, write_folds)
 
 CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
 
@@ -143,3 +144,68 @@ def test_write_and_read_folds_round_trip(tmp_path, monkeypatch):
     assert fold_of(read, 6) == (1, 2)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temp file
     np.testing.assert_array_equal(read["k"].unique(), np.arange(8))
+
+
+BP4D_CLASSES = ["happiness", "sadness", "surprise", "embarrassment", "fear", "pain", "anger", "disgust"]
+
+
+def bp4d_like(subjects: dict[str, list[str]]) -> pd.DataFrame:
+    """One sequence per (subject, task class); subject names chosen to collide with BU-4DFE's."""
+    rows = [(subject, f"{subject}_{c}", c, c, -1) for subject, names in subjects.items() for c in names]
+    return pd.DataFrame(rows, columns=["subject", "sample_id", "label", "labels", "intensity"])
+
+
+def cross(train_table, test_table, **protocol):
+    protocol = {"split": "cross", "classes": ["happiness", "disgust"], **protocol}
+    return make_cross_folds(train_table, test_table, protocol, CLASSES, BP4D_CLASSES, "bu4dfe", "bp4d")
+
+
+def test_cross_fold_trains_on_every_training_subject_and_tests_the_other_dataset():
+    train_table = bu3dfe_like(3, levels=(0,))  # F0000..F0002
+    # F0000 collides with a BU-4DFE name; F0009 has only T2 (sadness): not a test subject
+    test_table = bp4d_like({"F0000": ["happiness", "disgust", "pain"], "F0005": ["happiness"], "F0009": ["sadness"]})
+    folds = cross(train_table, test_table)
+    assert folds.columns.tolist() == ["k", "repeat", "fold", "subject", "split", "dataset"]
+    assert set(folds["k"]) == {0} and set(folds["fold"]) == {0}
+    train = folds[folds["split"] == "train"]
+    test = folds[folds["split"] == "test"]
+    assert train["subject"].tolist() == ["F0000", "F0001", "F0002"] and set(train["dataset"]) == {"bu4dfe"}
+    assert test["subject"].tolist() == ["F0000", "F0005"] and set(test["dataset"]) == {"bp4d"}
+    # the same name in two datasets is two people: the table passes the leak check
+    check_folds(folds)
+    assert fold_subjects(folds, 0, 0, "bp4d") == {"train": [], "test": ["F0000", "F0005"]}
+    assert fold_subjects(folds, 0, 0, "bu4dfe") == {"train": ["F0000", "F0001", "F0002"], "test": []}
+
+
+def test_cross_leak_check_compares_dataset_and_subject():
+    folds = cross(bu3dfe_like(2, levels=(0,)), bp4d_like({"F0000": ["happiness"]}))
+    leaked = folds.copy()
+    leaked.loc[leaked["split"] == "test", "dataset"] = "bu4dfe"  # BU-4DFE's F0000 now tested too
+    with pytest.raises(ScanError, match=r"subjects in train and test: \['bu4dfe/F0000'\]"):
+        check_folds(leaked)
+
+
+def test_cross_sample_filters_and_bad_cross_protocols():
+    train_protocol = split_protocol({"split": "cross", "classes": ["happiness", "disgust"], "levels": [3, 4]}, "train")
+    test_protocol = split_protocol({"split": "cross", "classes": ["happiness", "disgust"], "levels": [3, 4]}, "test")
+    train_table = bu3dfe_like(1)
+    # training keeps all six classes at levels 3-4; the test side keeps the two classes, any level
+    assert sample_filter(train_table, train_protocol, CLASSES).sum() == 6 * 2
+    test_table = bp4d_like({"F0000": ["happiness", "disgust", "pain"]})
+    assert sample_filter(test_table, test_protocol, BP4D_CLASSES).tolist() == [True, True, False]
+
+    train_table, test_table = bu3dfe_like(2, levels=(0,)), bp4d_like({"F0000": ["happiness"]})
+    with pytest.raises(ScanError, match="needs the experiment's classes"):
+        cross(train_table, test_table, classes=None)
+    with pytest.raises(ScanError, match=r"classes \['disgust'\] are tested but not trained"):
+        cross(train_table, test_table, train_classes=["happiness", "sadness"])
+    with pytest.raises(ScanError, match=r"classes \['pain'\] are tested but not trained"):
+        cross(train_table, test_table, classes=["happiness", "pain"])
+    with pytest.raises(ScanError, match="subjects must be 'all'"):
+        cross(train_table, test_table, subjects=1)
+    with pytest.raises(ScanError, match="no test subject of bp4d"):
+        cross(train_table, bp4d_like({"F0000": ["pain"]}))
+    with pytest.raises(ScanError, match="needs the training store"):
+        make_folds(train_table, {"split": "cross", "classes": ["happiness"]})
+    with pytest.raises(ScanError, match="predict_classes must be one of"):
+        cross(train_table, test_table, predict_classes="all")

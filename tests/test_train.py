@@ -51,9 +51,11 @@ def text_encoder(monkeypatch) -> HashedTextEncoder:
     return encoder
 
 
-def make_store(root, n_subjects=6, size=16, multi_label=False, classes=CLASSES, seed=0):
+def make_store(root, n_subjects=6, size=16, multi_label=False, classes=CLASSES, seed=0, dataset="toy",
+               view_class=lambda k, v: k):
     """Pack a synthetic store with pack_store: one sample per (subject, class, level 3/4);
-    each class draws a bright square at its own position, so the views carry the class."""
+    each class draws a bright square at its own position, so the views carry the class.
+    ``view_class(k, v)`` is the class whose square view v of a class-k sample shows."""
     rng = np.random.default_rng(seed)
     rows, index_rows = [], []
     for s in range(n_subjects):
@@ -64,20 +66,20 @@ def make_store(root, n_subjects=6, size=16, multi_label=False, classes=CLASSES, 
                 paths = []
                 for v in range(len(VIEWS)):
                     image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
-                    corner = 2 * k % (size - 4)
+                    corner = 2 * view_class(k, v) % (size - 4)
                     image[corner:corner + 4, corner + v:corner + v + 4] = 220
                     path = root / "png" / f"{sample_id}_v{v}.png"
                     atomic.save_image(path, image)
                     paths.append(str(path))
                 labels = f"{name}|{classes[(k + 1) % len(classes)]}" if multi_label else name
-                rows.append({"dataset": "toy", "sample_id": sample_id, "subject": subject, "sequence": name,
+                rows.append({"dataset": dataset, "sample_id": sample_id, "subject": subject, "sequence": name,
                              "frame": 0, "label": "" if multi_label else name, "labels": labels,
                              "intensity": level, "mesh_path": f"{sample_id}.wrl"})
                 index_rows.append({"sample_id": sample_id, "n_frames": 1, "images": "|".join(paths)})
     atomic.write_csv(root / "manifest.csv", pd.DataFrame(rows))
     atomic.write_csv(root / "shard" / "index.csv", pd.DataFrame(index_rows))
     store = root / "store.zarr"
-    pack_store(root / "manifest.csv", [root / "shard" / "index.csv"], store, "toy",
+    pack_store(root / "manifest.csv", [root / "shard" / "index.csv"], store, dataset,
                {"classes": list(classes), "multi_label": multi_label, "views": VIEWS, "render": {"size": size}})
     return store
 
@@ -191,3 +193,84 @@ def test_schedule_and_batches():
     assert [a + b for a, b in zip(*halves)] == batches  # DDP ranks split each global batch
     with pytest.raises(ValueError, match="unknown train settings"):
         resolve_settings({"train": {"epoch": 3}})
+
+
+BP4D_CLASSES = ["happiness", "sadness", "surprise", "embarrassment", "fear", "pain", "anger", "disgust"]
+CROSS_PROTOCOL = {"split": "cross"}
+CROSS_CLASSES = ["happiness", "disgust"]
+
+
+def make_cross_inputs(tmp_path, **protocol):
+    """A six-class 'bu4dfe' training store (3 subjects) and an eight-class 'bp4d' test store
+    (2 subjects) whose subject names S00, S01 collide with the training store's; one cross fold."""
+    train_store = make_store(tmp_path / "bu4dfe", n_subjects=3, dataset="bu4dfe")
+    test_store = make_store(tmp_path / "bp4d", n_subjects=2, classes=BP4D_CLASSES, dataset="bp4d", seed=1)
+    folds = tmp_path / "folds.csv"
+    write_folds(test_store, {**CROSS_PROTOCOL, **protocol, "classes": CROSS_CLASSES}, folds, train_store=train_store)
+    return train_store, test_store, folds
+
+
+def cross_settings(**protocol) -> dict:
+    settings = tiny_settings(epochs=1, batch_size=12)
+    return {**settings, "classes": CROSS_CLASSES, "protocol": {**CROSS_PROTOCOL, **protocol}}
+
+
+def test_cross_fold_reads_only_the_training_store(tmp_path, text_encoder, monkeypatch):
+    from smile_vlm.errors import ScanError
+    from smile_vlm.store import StoreDataset
+
+    train_store, test_store, folds = make_cross_inputs(tmp_path)
+    written = pd.read_csv(folds)
+    assert written.groupby(["split", "dataset"])["subject"].apply(list).to_dict() == {
+        ("test", "bp4d"): ["S00", "S01"], ("train", "bu4dfe"): ["S00", "S01", "S02"]}
+
+    read = []
+    original = StoreDataset.__getitem__
+
+    def recording(self, item):
+        sample = original(self, item)
+        read.append((self.path, sample["index"], sample["subject"]))
+        return sample
+
+    monkeypatch.setattr(StoreDataset, "__getitem__", recording)
+    final = train_fold(train_store, folds, 0, 0, TINY_VARIANT, cross_settings(), tmp_path / "run")
+    # every sample trained on is a training-store row; after the first read (train_fold looks at
+    # row 0 for the view count) one epoch of 3 batches of 12 reads all 36
+    # (3 subjects x 6 classes x 2 levels); no row of the test store is ever read
+    assert {path for path, _, _ in read} == {train_store}
+    assert sorted(row for _, row, _ in read[1:]) == list(range(36))
+    saved = load(final)
+    assert saved["classes"] == CLASSES and saved["train_dataset"] == "bu4dfe" and saved["n_train"] == 36
+    assert saved["train_store"] == str(train_store)
+
+    with pytest.raises(ScanError, match="no training sample in this store \\(dataset 'bp4d'\\)"):
+        train_fold(test_store, folds, 0, 0, TINY_VARIANT, cross_settings(), tmp_path / "wrong")
+
+
+def test_write_folds_refuses_another_training_store_without_cross(tmp_path):
+    from smile_vlm.errors import ScanError
+
+    store = make_store(tmp_path / "a", n_subjects=3, dataset="bu4dfe")
+    other = make_store(tmp_path / "b", n_subjects=3, dataset="bp4d")
+    with pytest.raises(ScanError, match="needs split 'cross'"):
+        write_folds(store, {"folds": 3}, tmp_path / "folds.csv", train_store=other)
+    # the same store passed as its own training store is the ordinary within-dataset protocol
+    folds = write_folds(store, {"folds": 3}, tmp_path / "folds.csv", train_store=store)
+    assert "dataset" not in folds.columns and folds["k"].nunique() == 3
+
+
+def test_multilabel_prompts_are_drawn_from_the_positive_classes():
+    from smile_vlm.train import FoldTargets
+
+    # store classes in 4DME order; the experiment keeps three of them, in its own order
+    targets = FoldTargets(["positive", "negative", "surprise", "repression", "others"],
+                          ["surprise", "positive", "others"], multi_label=True)
+    labels = torch.tensor([[1, 1, 0, 0, 0],    # positive, negative -> only "positive" is kept (index 1)
+                           [0, 0, 1, 0, 1],    # surprise, others -> 0 or 2
+                           [1, 0, 1, 0, 1]], dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([targets.prompt_classes({"labels": labels}, generator) for _ in range(200)])
+    assert set(draws[:, 0].tolist()) == {1}
+    assert set(draws[:, 1].tolist()) == {0, 2}
+    assert set(draws[:, 2].tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(targets.labels({"labels": labels}).numpy(), [[0, 1, 0], [1, 0, 1], [1, 1, 1]])
