@@ -60,7 +60,7 @@ def cmd_contact_sheet(args) -> None:
 def cmd_folds(args) -> None:
     from smile_vlm.folds import write_folds
 
-    write_folds(args.store, args.protocol, args.out)
+    write_folds(args.store, args.protocol, args.out, train_store=args.train_store)
 
 
 def cmd_train(args) -> None:
@@ -74,13 +74,26 @@ def cmd_evaluate(args) -> None:
     from smile_vlm.folds import fold_of, read_folds
 
     repeat, fold = fold_of(read_folds(args.folds), args.k)
-    evaluate_fold(args.store, args.folds, repeat, fold, args.model, args.variant, args.settings, args.out)
+    evaluate_fold(args.store, args.folds, repeat, fold, args.model, args.variant, args.settings, args.out,
+                  train_store=args.train_store)
 
 
 def cmd_table(args) -> None:
     from smile_vlm.report import write_table
 
     write_table(args.experiment, args.evals, args.out)
+
+
+def cmd_figure(args) -> None:
+    from smile_vlm.figures import make_figure
+
+    make_figure(args.kind, args.inputs, args.out, table_out=args.table_out, reference=args.reference)
+
+
+def cmd_summary(args) -> None:
+    from smile_vlm.report import summary_markdown
+
+    summary_markdown(args.tables, args.out, data_sources=args.data_sources)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--protocol", type=_json, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--train-store", default=None,
+                   help="store trained on, when it differs from --store (split: cross)")
     p.set_defaults(func=cmd_folds)
 
     p = sub.add_parser("train", help="train one fold (same arguments as python -m smile_vlm.train)",
@@ -141,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", type=_json, required=True)
     p.add_argument("--settings", type=_json, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--train-store", default=None,
+                   help="store trained on, when it differs from --store (split: cross)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("table", help="one experiment's table from its per-fold evaluations")
@@ -148,6 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--evals", nargs="+", required=True)
     p.set_defaults(func=cmd_table)
+
+    from smile_vlm.figures import FIGURE_KINDS
+
+    p = sub.add_parser("figure", help="one figure of the paper from evaluations, logs or tables")
+    p.add_argument("kind", choices=FIGURE_KINDS)
+    p.add_argument("--out", required=True, help="PNG")
+    p.add_argument("--table-out", default=None, help="CSV of the figure's numbers (ablation)")
+    p.add_argument("--reference", default="smile_vlm", help="the full model's variant name")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("summary", help="every table on one markdown page")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-sources", type=_json, default=None,
+                   help='JSON {table: "synthetic" | "real"} shown under each table')
+    p.add_argument("--tables", nargs="+", required=True)
+    p.set_defaults(func=cmd_summary)
     return parser
 
 

@@ -34,6 +34,7 @@ store only (BP4D has no intensity levels). ``folds``, ``select`` and ``seed`` pl
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,8 @@ DEFAULT_PROTOCOL = {
 # Seed-sequence tags keep the subject draw and the fold shuffle independent streams.
 _DRAW_STREAM = 1
 _SHUFFLE_STREAM = 2
+
+log = logging.getLogger(__name__)
 
 
 def resolve_protocol(protocol: dict | None) -> dict:
@@ -219,8 +222,13 @@ def _draw_subjects(pool: list[str], count, rng: np.random.Generator) -> list[str
     if count in (None, "all"):
         return list(pool)
     count = int(count)
-    if not 0 < count <= len(pool):
-        raise ScanError("protocol", f"subjects={count} but {len(pool)} subjects are eligible")
+    if count <= 0:
+        raise ScanError("protocol", f"subjects={count}: must be positive or 'all'")
+    if count > len(pool):
+        # A paper preset (e.g. 60 BU-3DFE subjects) on a smaller dataset (the synthetic default)
+        # uses every eligible subject; folds.csv records which ones.
+        log.warning("protocol asks for %d subjects but %d are eligible: using all of them", count, len(pool))
+        return list(pool)
     return sorted(rng.choice(pool, size=count, replace=False).tolist())
 
 

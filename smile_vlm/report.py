@@ -97,7 +97,7 @@ def multilabel_metric_names(classes: list[str]) -> list[str]:
     return [f"f1_{c}" for c in names] + [f"accuracy_{c}" for c in names] + ["linear_probe_accuracy"]
 
 
-def fold_rows(evals: list[str | Path], prompts_source: str) -> pd.DataFrame:
+def fold_rows(evals: list[str | Path], prompts_source: str, view_rows: bool = True) -> pd.DataFrame:
     """One row per (method, fold): the multi-view result, then each single-view result.
 
     Rows carry ``_variant_rank`` and ``_view_rank`` so methods keep the evaluations' order,
@@ -113,7 +113,7 @@ def fold_rows(evals: list[str | Path], prompts_source: str) -> pd.DataFrame:
         variant = str(result["variant"])
         rank = variant_rank.setdefault(variant, len(variant_rank))
         entries = [(variant, 0, result)]
-        for view, metrics in (result.get("single_view") or {}).items():
+        for view, metrics in (result.get("single_view") or {}).items() if view_rows else ():
             entries.append((single_view_method(variant, view), 1 + view_rank.setdefault(view, len(view_rank)),
                             metrics))
         for method, order, metrics in entries:
@@ -160,7 +160,8 @@ def reported_frame(name: str, multi_label: bool) -> pd.DataFrame:
 
 def build_table(experiment: dict, evals: list[str | Path]) -> pd.DataFrame:
     prompts_source = experiment.get("prompts_source", "label")
-    folds = fold_rows(evals, prompts_source)
+    # Single-view rows only where the paper's table has them (Table V: left, right, front).
+    folds = fold_rows(evals, prompts_source, view_rows=bool(experiment.get("view_rows", False)))
     multi_label, classes = folds.attrs["multi_label"], folds.attrs["classes"]
     ours = pd.concat([folds, summarize(folds)], ignore_index=True)
     ours["_fold_rank"] = ours["fold"].map(lambda f: int(f) if str(f).isdigit() else 10**9)

@@ -122,10 +122,17 @@ def test_bad_protocols_raise():
     table = bu3dfe_like(4)
     with pytest.raises(ScanError, match="folds=10 needs 2..4"):
         make_folds(table, {"folds": 10})
-    with pytest.raises(ScanError, match="subjects=9 but 4 subjects"):
-        make_folds(table, {"folds": 2, "subjects": 9})
+    with pytest.raises(ScanError, match="subjects=0"):
+        make_folds(table, {"folds": 2, "subjects": 0})
     with pytest.raises(ScanError, match="unknown keys"):
         make_folds(table, {"fold": 2})
+
+
+def test_preset_asking_for_more_subjects_than_exist_uses_all(caplog):
+    table = bu3dfe_like(4)
+    folds = make_folds(table, {"folds": 2, "subjects": 60})
+    assert sorted(folds["subject"].unique()) == sorted(table["subject"].unique())
+    assert "asks for 60 subjects but 4 are eligible" in caplog.text
 
 
 def test_write_and_read_folds_round_trip(tmp_path, monkeypatch):

@@ -88,7 +88,10 @@ def test_single_view_rows_beside_the_multi_view_rows(tmp_path):
             "yaw -30": {"accuracy": left, "macro_f1": 0.1, "linear_probe_accuracy": 0.3}})
         for k, accuracy, front, left in [(0, 0.9, 0.6, 0.4), (1, 0.7, 0.8, 0.2)]
     ]
-    table = build_table({"name": "none"}, evals)
+    # only tables that ask for view rows (Table V) get them
+    plain = build_table({"name": "none"}, evals)
+    assert list(zip(plain.method, plain.fold)) == [("smile_vlm", "0"), ("smile_vlm", "1"), ("smile_vlm", "mean")]
+    table = build_table({"name": "none", "view_rows": True}, evals)
     assert list(zip(table.method, table.fold)) == [
         ("smile_vlm", "0"), ("smile_vlm", "1"), ("smile_vlm", "mean"),
         ("smile_vlm (yaw 0 only)", "0"), ("smile_vlm (yaw 0 only)", "1"), ("smile_vlm (yaw 0 only)", "mean"),
@@ -131,7 +134,7 @@ def test_multilabel_table_per_class_f1_and_accuracy_then_reported_table_v(tmp_pa
 def test_multilabel_single_view_rows(tmp_path):
     single = {"yaw 30": _multilabel_metrics([1.0, 0.0, 0.5, 0.5, 0.5], [1.0, 0.5, 0.5, 0.5, 0.5])}
     evals = [_multilabel_eval(tmp_path, 0, [0.5] * 5, [0.5] * 5, single)]
-    table = build_table({"name": "none"}, evals)
+    table = build_table({"name": "none", "view_rows": True}, evals)
     row = table[(table.method == "smile_vlm (yaw 30 only)") & (table.fold == "0")].iloc[0]
     assert row.f1_positive == 1.0 and row.accuracy_positive == 100.0
     assert row.f1_average == pytest.approx(0.5) and row.accuracy_average == pytest.approx(60.0)

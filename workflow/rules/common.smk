@@ -139,19 +139,63 @@ def fold_ids(experiment_name):
     return sorted(pd.read_csv(folds_csv, usecols=["k"])["k"].unique().tolist())
 
 
-def eval_jsons(wildcards):
-    exp = experiment(wildcards.experiment)
+def eval_jsons_of(experiment_name, variants):
     return expand(
         "results/{experiment}/eval/{variant}/fold{k}.json",
+        experiment=experiment_name,
+        variant=variants,
+        k=fold_ids(experiment_name),
+    )
+
+
+def eval_jsons(wildcards):
+    return eval_jsons_of(wildcards.experiment, experiment(wildcards.experiment)["variants"])
+
+
+def ablation_evals(wildcards):
+    return eval_jsons_of(wildcards.experiment, config["ablation"]["variants"])
+
+
+def train_logs(wildcards):
+    return expand(
+        "results/{experiment}/models/{variant}/fold{k}/model.pt",
         experiment=wildcards.experiment,
-        variant=exp["variants"],
+        variant=wildcards.variant,
         k=fold_ids(wildcards.experiment),
     )
 
 
+def table_settings(name):
+    return {"name": name, "prompts_source": config["prompts"]["source"], **experiment(name)}
+
+
+def data_sources():
+    """Per table: synthetic or the real root, so the summary says what its numbers are."""
+    sources = {}
+    for name in EXPERIMENTS:
+        dataset = experiment(name)["dataset"]
+        synthetic = bool(raw_input(dataset))
+        sources[name] = "synthetic default" if synthetic else f"real data at {dataset_root(dataset)}"
+    return sources
+
+
 # ---- targets --------------------------------------------------------------------------------
+def experiment_figures(name):
+    exp = experiment(name)
+    figures = [f"results/{name}/figures/view_weights.png"]
+    if exp["dataset"] != "4dme":  # multi-label: no confusion matrix
+        figures.append(f"results/{name}/figures/confusion.png")
+    figures += [f"results/{name}/figures/training_curves_{v}.png" for v in exp["variants"]]
+    return figures
+
+
 def all_targets():
     targets = [f"results/tables/{name}.csv" for name in EXPERIMENTS]
-    targets += [f"results/{d}/figures/contact_sheet.png" for d in sorted(
-        {experiment(n)["dataset"] for n in EXPERIMENTS})]
+    targets += ["results/tables/summary.md", "results/tables/ablation.csv",
+                "results/figures/gains_heatmap.png"]
+    targets += [f"results/figures/ablation_{name}.png" for name in config["ablation"]["experiments"]]
+    for name in EXPERIMENTS:
+        targets += experiment_figures(name)
+    datasets = sorted({experiment(n)["dataset"] for n in EXPERIMENTS})
+    targets += [f"results/{d}/figures/contact_sheet.png" for d in datasets]
     return targets

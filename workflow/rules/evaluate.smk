@@ -4,6 +4,7 @@
 rule evaluate:
     input:
         store=experiment_store,
+        train_store=train_store,
         folds="results/{experiment}/folds.csv",
         model="results/{experiment}/models/{variant}/fold{k}/model.pt",
     output:
@@ -19,4 +20,4 @@ rule evaluate:
     shell:
         "{SMILE_VLM} evaluate --store {input.store} --folds {input.folds} --k {wildcards.k}"
         " --model {input.model} --variant {params.variant:q} --settings {params.settings:q}"
-        " --out {output} > {log} 2>&1"
+        " --train-store {input.train_store} --out {output} > {log} 2>&1"

@@ -4,6 +4,7 @@
 checkpoint folds:
     input:
         store=experiment_store,
+        train_store=train_store,
     output:
         "results/{experiment}/folds.csv",
     params:
@@ -13,8 +14,8 @@ checkpoint folds:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{SMILE_VLM} folds --store {input.store} --protocol {params.protocol:q}"
-        " --out {output} > {log} 2>&1"
+        "{SMILE_VLM} folds --store {input.store} --train-store {input.train_store}"
+        " --protocol {params.protocol:q} --out {output} > {log} 2>&1"
 
 
 def train_launcher(wildcards, resources):
