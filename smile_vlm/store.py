@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -252,13 +253,21 @@ def _write_1d(root: zarr.Group, name: str, values: np.ndarray, dtype=None) -> No
 
 # --------------------------------------------------------------------------- reading
 
+def _open_for_reading(path):
+    # Snakemake drops a .snakemake_timestamp file into directory outputs; zarr warns about any
+    # foreign file in a group, which would otherwise print on every worker's first read.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        return zarr.open_group(path, mode="r")
+
+
 def open_store(path: str | Path) -> zarr.Group:
     """Open a packed store read-only; refuse a missing, incomplete or malformed one (ScanError)."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise ScanError(path, "no Zarr v3 store here (zarr.json missing)")
     try:
-        root = zarr.open_group(path, mode="r")
+        root = _open_for_reading(path)
     except Exception as err:  # zarr raises several types for damaged metadata
         raise ScanError(path, f"not a readable Zarr group ({type(err).__name__}: {err})") from err
     attrs = root.attrs.asdict()
@@ -359,7 +368,7 @@ class StoreDataset(torch.utils.data.Dataset):
 
     def _image_array(self) -> zarr.Array:
         if self._images is None or self._pid != os.getpid():
-            self._images = zarr.open_group(self.path, mode="r")["images"]
+            self._images = _open_for_reading(self.path)["images"]
             self._pid = os.getpid()
         return self._images
 

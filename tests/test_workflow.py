@@ -1,0 +1,153 @@
+"""The Snakemake workflow end to end on a tiny synthetic configuration (tests/workflow/tiny.yaml).
+
+One run of every target (`rule all`) is shared by the tests of this module; then dry runs check
+that Snakemake reruns exactly what a change touches.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = REPO / "tests" / "workflow" / "tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, overlays=(), timeout=1200) -> subprocess.CompletedProcess:
+    command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+               "--configfile", str(workdir / "config.yaml"), str(TINY), *map(str, overlays), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from a dry run's 'Job stats' table (empty when nothing is to be done)."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return workdir
+
+
+def config_overlay(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_manifests_hold_what_the_generator_wrote(workflow_run):
+    for dataset in ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "4dme"):
+        written = json.loads((workflow_run / "results" / "synthetic" / dataset / "SYNTHETIC.json").read_text())
+        manifest = pd.read_csv(workflow_run / "results" / dataset / "manifest.csv", dtype=str,
+                               keep_default_na=False)
+        rejects = pd.read_csv(workflow_run / "results" / dataset / "rejects.csv")
+        assert rejects.empty, rejects
+        assert sorted(manifest["subject"].unique()) == sorted(written["subjects"])
+        frames = manifest.groupby("sample_id").size()
+        for sample in written["samples"]:
+            assert frames[sample["sample_id"]] == sample["n_frames"], sample["sample_id"]
+            row = manifest[manifest["sample_id"] == sample["sample_id"]].iloc[0]
+            assert row["labels"] == (sample.get("labels") or sample["label"]), sample["sample_id"]
+
+
+@pytest.mark.slow
+def test_stores_have_one_sample_per_scan_or_sequence(workflow_run):
+    from smile_vlm.store import open_store, store_table
+
+    for dataset in ("bu4dfe", "4dme"):
+        path = workflow_run / "results" / dataset / "store.zarr"
+        written = json.loads((workflow_run / "results" / "synthetic" / dataset / "SYNTHETIC.json").read_text())
+        images = open_store(path)["images"]
+        assert images.shape == (len(written["samples"]), 3, 48, 48, 3)
+        table = store_table(path)
+        expected = {s["sample_id"]: s.get("labels") or s["label"] for s in written["samples"]}
+        assert dict(zip(table["sample_id"], table["labels"])) == expected
+        # dynamic images: mid-grey where nothing moves, not a blank image
+        sample = np.asarray(images[0])
+        assert sample.std() > 1.0
+
+
+@pytest.mark.slow
+def test_folds_are_subject_independent_and_tables_complete(workflow_run):
+    results = workflow_run / "results"
+    for experiment in ("bu4dfe", "bp4d_cross", "4dme"):
+        folds = pd.read_csv(results / experiment / "folds.csv", dtype={"subject": str})
+        key = ["dataset", "subject"] if "dataset" in folds else ["subject"]
+        for _, fold in folds.groupby("k"):
+            train = set(map(tuple, fold[fold.split == "train"][key].values))
+            test = set(map(tuple, fold[fold.split == "test"][key].values))
+            assert train and test and not train & test
+
+    table = pd.read_csv(results / "tables" / "bu4dfe.csv")
+    ours = table[table.source == "ours"]
+    assert set(ours.method) == {"smile_vlm", "facet_vlm"}  # side by side (FACET-VLM issue)
+    assert (ours[ours.fold != "mean"].groupby("method").size() == 2).all()
+    assert ours.accuracy.between(0, 100).all()
+    reported = table[table.source == "reported"].set_index("method")
+    assert reported.loc["SMILE-VLM", "accuracy"] == 96.57
+
+    table_v = pd.read_csv(results / "tables" / "4dme.csv")
+    assert {"smile_vlm (yaw -30 only)", "smile_vlm (yaw +30 only)", "smile_vlm (yaw +0 only)"} <= set(table_v.method)
+    assert {"f1_repression", "accuracy_average"} <= set(table_v.columns)
+
+    cross = json.loads((results / "bp4d_cross" / "eval" / "smile_vlm" / "fold0.json").read_text())
+    assert cross["train_dataset"] == "bu4dfe" and cross["test_dataset"] == "bp4d"
+    assert cross["classes"] == ["happiness", "disgust"]
+
+    summary = (results / "tables" / "summary.md").read_text()
+    for title in ("BU-3DFE Subset I", "Bosphorus", "BU-4DFE", "4DME"):
+        assert title in summary
+    ablation = pd.read_csv(results / "tables" / "ablation.csv")
+    assert ablation["variant"].tolist() == [
+        "smile_vlm", "smile_vlm_no_red_min", "smile_vlm_no_vl_align", "smile_vlm_no_mv_bt"]
+
+
+@pytest.mark.slow
+def test_reruns_exactly_what_a_change_touches(workflow_run, tmp_path):
+    # a finished run has nothing left to do
+    assert planned_jobs(snakemake(workflow_run, "-n")) == {}
+
+    # a training setting reruns training and what follows, never rendering
+    train_change = config_overlay(tmp_path / "train.yaml", {"train": {"epochs": 3}})
+    jobs = planned_jobs(snakemake(workflow_run, "-n", overlays=[train_change]))
+    assert jobs.get("train", 0) > 0 and jobs.get("table", 0) > 0
+    assert not {"synth", "index", "render", "pack"} & set(jobs)
+
+    # a render setting reruns every render job and what depends on it, not the raw data
+    render_change = config_overlay(tmp_path / "render.yaml", {"render": {"size": 40}})
+    jobs = planned_jobs(snakemake(workflow_run, "-n", "results/bu4dfe/store.zarr", overlays=[render_change]))
+    subjects = pd.read_csv(workflow_run / "results" / "bu4dfe" / "manifest.csv")["subject"].nunique()
+    assert jobs.get("render") == subjects and jobs.get("pack") == 1
+    assert not {"synth", "index"} & set(jobs)
+
+
+def test_dry_run_of_the_default_config_and_schema_errors(tmp_path):
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "results/tables/bu4dfe.csv"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "synth" in result.stdout and "folds" in result.stdout
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["render"]["sise"] = 64  # a typo must not be silently ignored
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "sise" in result.stdout + result.stderr
