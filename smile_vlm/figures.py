@@ -474,7 +474,7 @@ def gains_heatmap(accuracy: pd.DataFrame, out_png, pairs=None, reference: str = 
     ax.set_yticks(range(gains.shape[0]), gains.index)
     ax.set_xlabel("dataset (experiment)")
     ax.set_ylabel("configurations compared")
-    ax.set_title("Accuracy gain between configurations (percentage points)")
+    ax.set_title("Accuracy gain between\nconfigurations (pp)")
     figure.colorbar(image, ax=ax, label="accuracy gain (pp)")
     _save(figure, out_png)
     return gains
