@@ -253,12 +253,13 @@ def _write_1d(root: zarr.Group, name: str, values: np.ndarray, dtype=None) -> No
 
 # --------------------------------------------------------------------------- reading
 
+# Snakemake drops a .snakemake_timestamp file into directory outputs; zarr warns about any foreign
+# file in a group whenever it lists members, which would print on every read of a store.
+warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
+
+
 def _open_for_reading(path):
-    # Snakemake drops a .snakemake_timestamp file into directory outputs; zarr warns about any
-    # foreign file in a group, which would otherwise print on every worker's first read.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-        return zarr.open_group(path, mode="r")
+    return zarr.open_group(path, mode="r")
 
 
 def open_store(path: str | Path) -> zarr.Group:
