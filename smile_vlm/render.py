@@ -439,6 +439,8 @@ def render_shard(
                 except Exception as error:
                     reject(error, row.mesh_path)
                     continue
+                finally:
+                    mesh = None  # released before the next frame is read
                 readable.append(row)
             track = smooth_track(np.array(tips).reshape(-1, 3), smoothing)
             rendered = []
@@ -448,6 +450,7 @@ def render_shard(
                     continue
                 mesh.landmarks["nose_tip"] = tip.astype(np.float32)
                 views = render_mesh(mesh, row.mesh_path)
+                mesh = None  # released before the next frame is read
                 if views is not None:
                     rendered.append((row.frame, views))
             return rendered

@@ -291,3 +291,31 @@ def test_render_shard_centres_on_the_lm3_nose_tip(tmp_path):
     # the front pole now sits 80/90 in front of the origin: eye depth 4 - 0.889, so
     # 1 + 254 * (5 - 3.111) / 2 = 240.9 (it would be 128 with the geometric nose tip)
     assert abs(int(front.max()) - 241) <= 1
+
+
+def test_render_shard_holds_one_mesh_at_a_time(tmp_path):
+    """When the next scan is read, no mesh read before it is still alive."""
+    import gc
+    import weakref
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    rows = [manifest_row("S1_static", "S1", 0, write_ball(scans / "static.obj", 40.0))]
+    rows += [manifest_row("S1_grow", "S1", f, write_ball(scans / f"seq_{f}.obj", 30.0 + 5.0 * f), sequence="grow")
+             for f in range(5)]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+
+    earlier: list[weakref.ref] = []
+    alive_at_read: list[int] = []
+
+    def reader(path):
+        gc.collect()
+        alive_at_read.append(sum(ref() is not None for ref in earlier))
+        mesh = read_mesh_for_tests(path)
+        earlier.append(weakref.ref(mesh))
+        return mesh
+
+    render_shard(manifest, "toy", "S1", tmp_path / "out", {"mode": "depth", "frames": 5}, mesh_reader=reader)
+    assert len(alive_at_read) == 1 + 2 * 5  # the static scan, then two passes over five frames
+    assert alive_at_read == [0] * len(alive_at_read)
