@@ -175,7 +175,7 @@ def test_pipeline_renders_through_sbatch(slurm_cluster, tmp_path):
     the slurm profile, on a tiny synthetic BU-4DFE."""
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump({
-        "synthetic": {"scale": 0.1},
+        "synthetic": {"subjects": {"bu3dfe": 1, "bu4dfe": 2, "bp4d": 1, "bosphorus": 1, "4dme": 1}},
         "render": {"size": 32, "frames": 4},
         "index": {"workers": 1},
     }))
