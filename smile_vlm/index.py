@@ -227,6 +227,21 @@ def _subfolders(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and re.fullmatch(pattern, p.name))
 
 
+def _named_scans(subject_dir: Path, pattern: str, parse, rejects: list):
+    """(path, parsed name) of the static scans of one subject folder whose names parse and name
+    that subject; the others become rejects."""
+    for path in sorted(subject_dir.glob(pattern)):
+        try:
+            parsed = parse(path.name)
+        except ScanError as err:
+            rejects.append((str(path), err.reason))
+            continue
+        if parsed.subject != subject_dir.name:
+            rejects.append((str(path), f"belongs to {parsed.subject}, found in {subject_dir.name}"))
+            continue
+        yield path, parsed
+
+
 def _numbered(folder: Path, suffixes: tuple[str, ...], rejects: list | None) -> dict[int, Path]:
     """Files of ``folder`` with these suffixes keyed by their frame number (sorted numerically).
 
@@ -254,15 +269,7 @@ def _layout_bu3dfe(root: Path, settings: dict) -> tuple[list[Candidate], list]:
     candidates, rejects = [], []
     for subject_dir in _subfolders(root, r"[FM]\d{4}"):
         # Only the cropped F3D meshes are samples; RAW meshes live in another frame (§1.2).
-        for path in sorted(subject_dir.glob("*_F3D.wrl")):
-            try:
-                parsed = names.parse_bu3dfe_name(path.name)
-            except ScanError as err:
-                rejects.append((str(path), err.reason))
-                continue
-            if parsed.subject != subject_dir.name:
-                rejects.append((str(path), f"belongs to {parsed.subject}, found in {subject_dir.name}"))
-                continue
+        for path, parsed in _named_scans(subject_dir, "*_F3D.wrl", names.parse_bu3dfe_name, rejects):
             landmarks = path.with_name(f"{parsed.base}_F3D.bnd")
             row = _row(
                 "bu3dfe", parsed.base, parsed.subject, path, label=parsed.label,
@@ -323,15 +330,7 @@ def _layout_bosphorus(root: Path, settings: dict) -> tuple[list[Candidate], list
     candidates, rejects = [], []
     for part in parts:
         for subject_dir in _subfolders(part, r"bs\d{3}"):
-            for path in sorted(subject_dir.glob("*.bnt")):
-                try:
-                    parsed = names.parse_bosphorus_name(path.name)
-                except ScanError as err:
-                    rejects.append((str(path), err.reason))
-                    continue
-                if parsed.subject != subject_dir.name:
-                    rejects.append((str(path), f"belongs to {parsed.subject}, found in {subject_dir.name}"))
-                    continue
+            for path, parsed in _named_scans(subject_dir, "*.bnt", names.parse_bosphorus_name, rejects):
                 landmarks = path.with_suffix(".lm3")
                 row = _row("bosphorus", path.stem, parsed.subject, path, label=parsed.label)
                 candidates.append(

@@ -47,6 +47,17 @@ def resolve_texture(
     return candidate
 
 
+def scan_texture(scan: Path, name: str | None, *, require_texture: bool, why_none: str) -> Path | None:
+    """The texture a scan names, resolved in its folder; None when it names none or the file is
+    missing, unless ``require_texture`` (then an error, ``why_none`` saying why there is none)."""
+    if name is None:
+        if require_texture:
+            raise ScanError(scan, why_none)
+        return None
+    texture = resolve_texture(scan.parent, name, source=scan, must_exist=require_texture)
+    return texture if texture.is_file() else None
+
+
 def read_mesh(path: str | Path, *, require_texture: bool = False) -> Mesh:
     """Read a ``.wrl`` (VRML 2.0), ``.obj`` or Bosphorus ``.bnt`` scan as a triangle mesh."""
     path = Path(path)

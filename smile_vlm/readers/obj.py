@@ -12,7 +12,7 @@ import numpy as np
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
-from smile_vlm.readers import resolve_texture
+from smile_vlm.readers import resolve_texture, scan_texture
 
 _MTLLIB = re.compile(rb"^[ \t]*mtllib[ \t]+(\S[^\r\n]*?)[ \t]*$", re.MULTILINE)
 _MAP_KD = re.compile(r"^[ \t]*map_Kd[ \t]+(?:-\S+[ \t]+\S+[ \t]+)*(\S[^\r\n]*?)[ \t]*$", re.MULTILINE)
@@ -78,12 +78,8 @@ def material_texture(data: bytes, path: Path, *, require_texture: bool = False) 
         if library.is_file():
             kd = _MAP_KD.search(library.read_text(encoding="utf-8", errors="replace"))
             name = kd.group(1) if kd else None
-    if name is None:
-        if require_texture:
-            raise ScanError(path, "no texture (no mtllib with a map_Kd image)")
-        return None
-    texture = resolve_texture(path.parent, name, source=path, must_exist=require_texture)
-    return texture if texture.is_file() else None
+    return scan_texture(path, name, require_texture=require_texture,
+                        why_none="no texture (no mtllib with a map_Kd image)")
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import numpy as np
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
-from smile_vlm.readers import resolve_texture
+from smile_vlm.readers import scan_texture
 
 # (keyword, pattern anchored at the keyword). Blocks are found with str.find on the keyword
 # and confirmed with the pattern: a regex search over a multi-megabyte file (no literal prefix
@@ -121,13 +121,7 @@ def texture_url(text: str) -> str | None:
 
 
 def _texture(text: str, path: Path, require_texture: bool) -> Path | None:
-    name = texture_url(text)
-    if name is None:
-        if require_texture:
-            raise ScanError(path, "no texture url")
-        return None
-    texture = resolve_texture(path.parent, name, source=path, must_exist=require_texture)
-    return texture if texture.is_file() else None
+    return scan_texture(path, texture_url(text), require_texture=require_texture, why_none="no texture url")
 
 
 def _find(text: str, opening: tuple[str, re.Pattern]) -> re.Match | None:
