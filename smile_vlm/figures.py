@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from smile_vlm import atomic
 from smile_vlm.errors import ScanError
@@ -315,6 +316,7 @@ def training_curves_figure(train_logs, out_png) -> None:
             ax.set_yscale("log")
         ax.set_title(LOSS_TITLES.get(term, term), fontsize=10)
         ax.set_xlabel("epoch (1 = first)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss (mean over the epoch's batches)")
         ax.legend(fontsize=7)
     for ax in axes[len(terms):]:
@@ -375,7 +377,8 @@ def _variant_order(by_variant: dict) -> list[str]:
 
 
 def ablation_size(n_datasets: int) -> tuple[float, float]:
-    return 2.5 + 1.8 * n_datasets, 4.5
+    # 7 inches hold the title and the one-row legend of four variants
+    return max(7.0, 2.5 + 1.8 * n_datasets), 4.5
 
 
 def ablation_figure(accuracies: dict[str, dict[str, list[float]]], out_png, full: str = FULL_VARIANT) -> pd.DataFrame:
@@ -398,7 +401,9 @@ def ablation_figure(accuracies: dict[str, dict[str, list[float]]], out_png, full
     ax.set_xticks(range(len(datasets)), [DATASET_LABELS.get(d, d) for d in datasets], rotation=15)
     ax.set_xlabel("dataset (experiment)")
     ax.set_ylabel("zero-shot accuracy (%)")
-    ax.set_title("Ablation of the SMILE-VLM losses (mean ± std over folds)")
+    fold_counts = sorted(set(table["n_folds"]))
+    over = f"{fold_counts[0]} folds" if len(fold_counts) == 1 else "folds"
+    ax.set_title(f"Ablation of the SMILE-VLM losses (mean ± std over {over})")
     figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(len(variants), 4),
                   fontsize=8)  # outside the axes: tall bars never hide under it
     _save(figure, out_png)

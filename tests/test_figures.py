@@ -40,6 +40,10 @@ def _png(path):
     drawn = (pixels < 250).any(axis=-1).mean()
     assert drawn > 0.03, f"{path} is almost blank ({drawn:.1%} drawn)"
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # colour maps and text, not one flat fill
+    # nothing runs off the canvas: a title or legend wider than the figure leaves ink on its edge
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3),
+                             pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    assert (border >= 250).all(), f"{path}: something is cut off at the edge of the figure"
     return pixels
 
 
@@ -180,7 +184,17 @@ def test_ablation_figure_and_csv_from_tables(ablation_tables, tmp_path):
     assert written.variant.tolist() == ["smile_vlm", "smile_vlm_no_red_min", "smile_vlm_no_mv_bt", "smile_vlm",
                                         "smile_vlm_no_vl_align"]
     assert written.delta_vs_full.tolist() == [0.0, 0.0, -13.0, 0.0, -2.0]
-    assert Image.open(out_png).size == (610, 450)  # ablation_size(2 datasets)
+    assert Image.open(out_png).size == (700, 450)  # ablation_size(2 datasets): the minimum width
+    _png(out_png)
+
+
+def test_ablation_figure_of_one_dataset_fits_its_title_and_legend(tmp_path):
+    # the default configuration ablates on BU-4DFE alone: four bars, a long title, a 4-entry legend
+    table = _experiment_table(tmp_path, "bu4dfe", {"smile_vlm": [95.8, 95.8], "smile_vlm_no_red_min": [91.7, 91.7],
+                                                   "smile_vlm_no_vl_align": [62.5, 70.8],
+                                                   "smile_vlm_no_mv_bt": [87.5, 100.0]})
+    out_png = tmp_path / "ablation.png"
+    figures.make_figure("ablation", [table], out_png)
     _png(out_png)
 
 
