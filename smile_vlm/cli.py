@@ -75,7 +75,13 @@ def cmd_evaluate(args) -> None:
 
     repeat, fold = fold_of(read_folds(args.folds), args.k)
     evaluate_fold(args.store, args.folds, repeat, fold, args.model, args.variant, args.settings, args.out,
-                  train_store=args.train_store)
+                  train_store=args.train_store, text_bank_file=args.text_bank)
+
+
+def cmd_text_bank(args) -> None:
+    from smile_vlm.train import write_text_bank
+
+    write_text_bank(args.settings, args.out)
 
 
 def cmd_table(args) -> None:
@@ -158,7 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--train-store", default=None,
                    help="store trained on, when it differs from --store (split: cross)")
+    p.add_argument("--text-bank", default=None,
+                   help="prompt embeddings from `smile-vlm text-bank` (else the text encoder is loaded)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("text-bank", help="embed every prompt once with the frozen text encoder")
+    p.add_argument("--settings", type=_json, required=True, help="sections encoders and prompts")
+    p.add_argument("--out", required=True, help="text bank file (.pt)")
+    p.set_defaults(func=cmd_text_bank)
 
     p = sub.add_parser("table", help="one experiment's table from its per-fold evaluations")
     p.add_argument("--experiment", type=_json, required=True)

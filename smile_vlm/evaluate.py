@@ -243,7 +243,7 @@ def prediction_classes(protocol: dict, split: dict, trained: list[str], checkpoi
 
 
 def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, variant: dict | None,
-                  settings: dict | None, out_json, *, train_store=None) -> dict:
+                  settings: dict | None, out_json, *, train_store=None, text_bank_file=None) -> dict:
     """Zero-shot and linear-probe metrics of one fold's test subjects, written atomically as JSON.
 
     ``checkpoint`` is the ``model.pt`` of train_fold (it carries the variant it was built with;
@@ -252,7 +252,8 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
 
     ``store_path`` is the evaluated (test) store. Cross-dataset folds (protocol split "cross") train
     on another store: its training split is only needed by the linear probe, read from
-    ``train_store`` or else from the path recorded in the checkpoint.
+    ``train_store`` or else from the path recorded in the checkpoint. ``text_bank_file``: the
+    prompt embeddings of ``smile-vlm text-bank`` (else the text encoder is loaded).
 
     With ``evaluate.single_view`` the JSON also has ``single_view``: {view name: metrics} where the
     model sees one view alone (the fusion's view mask drops the others), for SMILE-VLM Table V.
@@ -282,7 +283,7 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
     trained = list(saved["classes"])
     classes = prediction_classes(protocol, split, trained, checkpoint)
     targets = FoldTargets(split["store_classes"], classes, multi_label)
-    _, text_bank = build_text_bank(resolved, classes)
+    text_bank = build_text_bank(resolved, classes, text_bank_file)
     class_emb = text_bank.class_embeddings().to(device)
     size, mean, std = image_input(model)
     augmenter = Augmenter(size, None, mean, std)

@@ -238,8 +238,14 @@ def _split_groups(subjects: list[str], protocol: dict, rng: np.random.Generator)
     if protocol["split"] != "kfold":
         raise ScanError("protocol", f"split must be 'kfold' or 'loso', not {protocol['split']!r}")
     n_folds = int(protocol["folds"])
-    if not 2 <= n_folds <= len(subjects):
-        raise ScanError("protocol", f"folds={n_folds} needs 2..{len(subjects)} (the number of subjects)")
+    if n_folds < 2 or len(subjects) < 2:
+        raise ScanError("protocol", f"folds={n_folds} over {len(subjects)} subjects: k-fold needs at least 2 of each")
+    if n_folds > len(subjects):
+        # As with the subject count: a paper preset on a smaller dataset (a scaled-down synthetic
+        # default) becomes one subject per fold instead of failing; folds.csv records it.
+        log.warning("protocol asks for %d folds but %d subjects are eligible: one subject per fold",
+                    n_folds, len(subjects))
+        n_folds = len(subjects)
     order = rng.permutation(len(subjects))
     # array_split keeps fold sizes within one subject of each other (60 subjects -> 10 x 6).
     return [[subjects[i] for i in part] for part in np.array_split(order, n_folds)]

@@ -16,6 +16,7 @@ prediction is the argmax of the cosine similarity between an image embedding and
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -25,6 +26,12 @@ from torch import Tensor
 from smile_vlm.errors import ScanError
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
+BANK_FORMAT = 1
+
+
+def prompt_file(name: str | Path) -> Path:
+    """The YAML file of a prompt set: a file stem under ``smile_vlm/prompts/`` or a path."""
+    return Path(name) if str(name).endswith((".yaml", ".yml")) else PROMPT_DIR / f"{name}.yaml"
 
 
 def load_prompts(name: str | Path = "emotions", classes: list[str] | None = None) -> dict[str, list[str]]:
@@ -33,7 +40,7 @@ def load_prompts(name: str | Path = "emotions", classes: list[str] | None = None
     ``name`` is a file stem under ``smile_vlm/prompts/`` or a path to a YAML file. ``classes``
     restricts (and orders) the result; a requested class missing from the file raises.
     """
-    path = Path(name) if str(name).endswith((".yaml", ".yml")) else PROMPT_DIR / f"{name}.yaml"
+    path = prompt_file(name)
     if not path.is_file():
         raise ScanError(path, "prompt file not found")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -60,22 +67,77 @@ class TextBank:
 
     ``embeddings`` (P, D): L2-normalised prompt embeddings, grouped by class in ``classes`` order;
     ``prompt_class`` (P,): class index of each prompt; ``texts``: the P prompts.
+
+    A bank can be saved once per workflow (``save``) and loaded by every training and evaluation
+    job (``load``), so that no job loads the text tower: the embeddings of a frozen encoder do
+    not change, and loading the tower costs more than a short training run's first epoch.
     """
 
     def __init__(self, text_encoder, prompts: dict[str, list[str]], classes: list[str]):
         missing = [c for c in classes if not prompts.get(c)]
         if missing:
             raise ValueError(f"no prompts for classes {missing}")
-        self.classes = list(classes)
-        self.texts = [text for c in classes for text in prompts[c]]
-        counts = torch.tensor([len(prompts[c]) for c in classes])
+        texts = [text for c in classes for text in prompts[c]]
+        with torch.no_grad():
+            embeddings = text_encoder.encode(texts)
+        self._set(list(classes), texts, [len(prompts[c]) for c in classes], embeddings)
+
+    def _set(self, classes: list[str], texts: list[str], counts: list[int], embeddings: Tensor) -> None:
+        self.classes = classes
+        self.texts = texts
+        counts = torch.tensor(counts)
         self.prompt_class = torch.repeat_interleave(torch.arange(len(classes)), counts)
         self._counts = counts
         self._starts = torch.cumsum(counts, 0) - counts
-        with torch.no_grad():
-            embeddings = text_encoder.encode(self.texts)
         self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).detach()
         self.dim = self.embeddings.shape[1]
+
+    def prompts(self) -> dict[str, list[str]]:
+        """``{class: [prompt, ...]}`` in bank order."""
+        return {c: self.texts[int(s):int(s + n)] for c, s, n in zip(self.classes, self._starts, self._counts)}
+
+    def select(self, classes: list[str]) -> "TextBank":
+        """A bank of some of the classes, in the order given (no re-encoding)."""
+        missing = [c for c in classes if c not in self.classes]
+        if missing:
+            raise ValueError(f"the text bank has no prompts for classes {missing} (it has {self.classes})")
+        rows = [torch.arange(int(self._starts[i]), int(self._starts[i] + self._counts[i]))
+                for i in (self.classes.index(c) for c in classes)]
+        by_class = self.prompts()
+        bank = TextBank.__new__(TextBank)
+        bank._set(list(classes), [t for c in classes for t in by_class[c]], [len(by_class[c]) for c in classes],
+                  self.embeddings[torch.cat(rows)].cpu())
+        return bank
+
+    def save(self, path: str | Path, about: dict) -> None:
+        """Write the bank atomically; ``about`` records what it was made from (checked by ``load``)."""
+        from smile_vlm.atomic import atomic_path
+
+        state = {"format": BANK_FORMAT, "classes": self.classes, "texts": self.texts,
+                 "counts": self._counts.tolist(), "embeddings": self.embeddings.cpu(), "about": about}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, about: dict, prompts: dict[str, list[str]]) -> "TextBank":
+        """The saved bank restricted to the classes of ``prompts``, refused unless it was made from
+        the same ``about`` (text encoder, prompt file) and holds exactly these prompts, so a
+        stale bank can never stand in for the current prompts or encoder."""
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            raise ScanError(path, f"cannot read the text bank: {str(err).splitlines()[0]}") from err
+        if not isinstance(state, dict) or state.get("format") != BANK_FORMAT:
+            raise ScanError(path, "not a text bank of this version")
+        if state["about"] != about:
+            raise ScanError(path, f"text bank was made from {state['about']}, not {about}; rebuild it")
+        bank = cls.__new__(cls)
+        bank._set(list(state["classes"]), list(state["texts"]), list(state["counts"]), state["embeddings"])
+        bank = bank.select(list(prompts))
+        if bank.prompts() != prompts:
+            raise ScanError(path, "the prompt file changed since the text bank was made; rebuild it")
+        return bank
 
     def to(self, device) -> "TextBank":
         self.embeddings = self.embeddings.to(device)

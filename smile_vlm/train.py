@@ -221,14 +221,31 @@ def model_variant(variant: dict, settings: dict) -> dict:
     return variant
 
 
-def build_text_bank(settings: dict, classes: list[str]):
-    """The frozen text encoder and its prompt bank, embedded once for the whole run."""
-    from smile_vlm.encoders import load_text_encoder
+def text_bank_about(settings: dict) -> dict:
+    """What a prompt bank depends on: the frozen text encoder and the prompt set."""
+    return {"text_encoder": settings["encoders"].get("text"), "prompts": str(settings["prompts"]["name"])}
+
+
+def build_text_bank(settings: dict, classes: list[str], bank_file=None):
+    """The prompt bank of ``classes``: read from ``bank_file`` (``smile-vlm text-bank``) when given,
+    else embedded here once for the whole run with the frozen text encoder."""
     from smile_vlm.prompts import TextBank, load_prompts
 
-    text_encoder = load_text_encoder(settings["encoders"].get("text"))
     prompts = load_prompts(settings["prompts"]["name"], classes)
-    return text_encoder, TextBank(text_encoder, prompts, classes)
+    if bank_file:
+        return TextBank.load(bank_file, text_bank_about(settings), prompts)
+    from smile_vlm.encoders import load_text_encoder
+
+    return TextBank(load_text_encoder(settings["encoders"].get("text")), prompts, classes)
+
+
+def write_text_bank(settings: dict, out_path) -> None:
+    """Embed every class of the prompt set once, for all the jobs of a workflow (rule text_bank)."""
+    from smile_vlm.prompts import load_prompts
+
+    settings = resolve_settings(settings)
+    classes = list(load_prompts(settings["prompts"]["name"]))
+    build_text_bank(settings, classes).save(out_path, text_bank_about(settings))
 
 
 def build_fold_model(variant: dict, n_views: int, text_dim: int) -> nn.Module:
@@ -330,7 +347,7 @@ def zero_shot_predictions(model: nn.Module, dataset, augmenter: Augmenter, class
 
 
 def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, settings: dict | None,
-               out_dir, *, on_epoch_end=None) -> Path:
+               out_dir, *, on_epoch_end=None, text_bank_file=None) -> Path:
     """Train one fold; returns ``out_dir/model.pt``. Resumes from ``out_dir/checkpoint.pt``.
 
     ``settings`` has the sections ``train`` (DEFAULT_TRAIN), ``prompts`` (DEFAULT_PROMPTS),
@@ -338,7 +355,8 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
     fold's subjects are used, folds.sample_filter). For a cross-dataset protocol (split "cross")
     ``store_path`` is the training store: the model learns ``protocol.train_classes`` (null: all the
     store's classes) from the fold's training subjects, and never opens the test store. ``on_epoch_end(epoch, record)`` is called after
-    each epoch's checkpoint is on disk (tests use it to interrupt a run).
+    each epoch's checkpoint is on disk (tests use it to interrupt a run). ``text_bank_file``: the
+    prompt embeddings written by ``write_text_bank`` (else the text encoder is loaded here).
     """
     settings = resolve_settings(settings)
     train = settings["train"]
@@ -374,9 +392,9 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
     dataset = StoreDataset(store_path, split["train"], label_mode="multi" if multi_label else "single")
     n_views = int(dataset[0]["images"].shape[0])
 
-    text_encoder, text_bank = build_text_bank(settings, classes)
+    text_bank = build_text_bank(settings, classes, text_bank_file)
     class_emb = text_bank.class_embeddings().to(device)
-    model = build_fold_model(variant, n_views, int(text_encoder.dim)).to(device)
+    model = build_fold_model(variant, n_views, int(text_bank.dim)).to(device)
     size, mean, std = image_input(model)
     augmenter = Augmenter(size, train["augment"], mean, std)
 
@@ -478,7 +496,7 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
         # The training store's identity travels with the weights: a cross-dataset evaluation reads
         # it for the linear probe and checks that the test store was rendered with the same views.
         final = {"model": model.state_dict(), "variant": variant, "settings": settings, "classes": classes,
-                 "n_views": n_views, "text_dim": int(text_encoder.dim), "epochs": train["epochs"],
+                 "n_views": n_views, "text_dim": int(text_bank.dim), "epochs": train["epochs"],
                  "repeat": int(repeat), "fold": int(fold), "train_store": str(store_path),
                  "train_dataset": split["dataset"], "views": json.loads(json.dumps(list(store_attrs["views"]))),
                  "multi_label": multi_label, "n_train": int(len(dataset))}
@@ -586,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoint, log, model.pt")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (overrides train.threads; the workflow passes the job's threads)")
+    parser.add_argument("--text-bank", default=None, metavar="PT",
+                        help="prompt embeddings from `smile-vlm text-bank` (else the text encoder is loaded)")
     return parser
 
 
@@ -597,7 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     repeat, fold = (args.repeat, args.fold) if args.k is None else fold_of(read_folds(args.folds), args.k)
     if args.threads is not None:
         args.settings.setdefault("train", {})["threads"] = args.threads
-    path = train_fold(args.store, args.folds, repeat, fold, args.variant, args.settings, args.out)
+    path = train_fold(args.store, args.folds, repeat, fold, args.variant, args.settings, args.out,
+                      text_bank_file=args.text_bank)
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     print(path)

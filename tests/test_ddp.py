@@ -88,7 +88,7 @@ def expected_first_step(store: Path, folds: Path, initial_model: Path, world: in
     split = fold_samples(store, folds, 0, FOLD, resolved["protocol"])
     dataset = StoreDataset(store, split["train"], label_mode="single")
     targets = FoldTargets(split["store_classes"], split["train_classes"], multi_label=False)
-    _, text_bank = build_text_bank(resolved, split["train_classes"])
+    text_bank = build_text_bank(resolved, split["train_classes"])
     model, _ = load_trained(initial_model)
     model.train()
     size, mean, std = image_input(model)

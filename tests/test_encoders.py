@@ -246,3 +246,45 @@ def test_text_bank_zero_shot_with_minilm_recognises_paraphrases(minilm):
     queries = minilm.encode(["a grinning, cheerful person", "someone weeping with grief", "a shocked face with a gaping mouth"])
     predicted = (queries @ bank.class_embeddings().T).argmax(dim=1).tolist()
     assert [BASIC[i] for i in predicted] == ["happiness", "sadness", "surprise"]
+
+
+def test_text_bank_file_round_trips_selects_classes_and_refuses_a_stale_bank(tmp_path):
+    from smile_vlm.errors import ScanError
+
+    encoder = TableTextEncoder({"a": [3.0, 0.0], "b": [0.0, 0.5], "c": [1.0, 1.0], "d": [-1.0, 0.0]})
+    prompts = {"x": ["a", "b"], "y": ["c"], "z": ["d"]}
+    about = {"text_encoder": {"kind": "table"}, "prompts": "toy"}
+    TextBank(encoder, prompts, ["x", "y", "z"]).save(tmp_path / "bank.pt", about)
+
+    # a subset, in another order, gives what encoding that subset directly gives
+    loaded = TextBank.load(tmp_path / "bank.pt", about, {"z": ["d"], "x": ["a", "b"]})
+    direct = TextBank(encoder, {"z": ["d"], "x": ["a", "b"]}, ["z", "x"])
+    assert loaded.classes == ["z", "x"] and loaded.texts == ["d", "a", "b"]
+    torch.testing.assert_close(loaded.embeddings, direct.embeddings)
+    torch.testing.assert_close(loaded.class_embeddings(), direct.class_embeddings())
+    assert loaded.prompt_class.tolist() == [0, 1, 1]
+    generator = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(loaded.sample(torch.tensor([1, 0, 1]), generator),
+                               direct.sample(torch.tensor([1, 0, 1]), torch.Generator().manual_seed(3)))
+
+    with pytest.raises(ScanError, match="made from"):  # another encoder or prompt set
+        TextBank.load(tmp_path / "bank.pt", {**about, "prompts": "other"}, {"x": ["a", "b"]})
+    with pytest.raises(ScanError, match="prompt file changed"):  # same name, edited prompts
+        TextBank.load(tmp_path / "bank.pt", about, {"x": ["a"]})
+    with pytest.raises(ValueError, match="no prompts for classes"):
+        TextBank.load(tmp_path / "bank.pt", about, {"w": ["a"]})
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ScanError, match="junk.pt: cannot read the text bank"):
+        TextBank.load(tmp_path / "junk.pt", about, {"x": ["a", "b"]})
+
+
+def test_written_text_bank_equals_the_one_a_job_would_encode(tmp_path, minilm):
+    from smile_vlm.train import build_text_bank, resolve_settings, write_text_bank
+
+    settings = resolve_settings({"encoders": {"text": {"kind": "minilm"}}, "prompts": {"name": "emotions"}})
+    write_text_bank(settings, tmp_path / "bank.pt")
+    classes = ["surprise", "anger"]
+    cached = build_text_bank(settings, classes, tmp_path / "bank.pt")
+    fresh = build_text_bank(settings, classes)
+    assert cached.texts == fresh.texts
+    torch.testing.assert_close(cached.class_embeddings(), fresh.class_embeddings(), atol=1e-5, rtol=0)

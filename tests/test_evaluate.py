@@ -170,7 +170,7 @@ def test_single_view_metrics_show_which_view_carries_the_class(tmp_path, text_en
     from smile_vlm.folds import write_folds
     write_folds(store, {"folds": 3, "classes": CLASSES}, folds)
     settings = {**tiny_settings(), "evaluate": {"linear_probe": False}}
-    class_table = build_text_bank(resolve_settings(settings), CLASSES)[1].class_embeddings()
+    class_table = build_text_bank(resolve_settings(settings), CLASSES).class_embeddings()
     model = SmileVLM(OracleEncoder(class_table), n_views=3, fusion_hidden=8)
     last = model.fusion.score[-1]
     nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)  # equal fusion weights 1/3

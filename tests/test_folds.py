@@ -120,8 +120,8 @@ def test_check_folds_rejects_a_subject_tested_twice():
 
 def test_bad_protocols_raise():
     table = bu3dfe_like(4)
-    with pytest.raises(ScanError, match="folds=10 needs 2..4"):
-        make_folds(table, {"folds": 10})
+    with pytest.raises(ScanError, match="folds=1 over 4 subjects"):
+        make_folds(table, {"folds": 1})
     with pytest.raises(ScanError, match="subjects=0"):
         make_folds(table, {"folds": 2, "subjects": 0})
     with pytest.raises(ScanError, match="unknown keys"):
@@ -133,6 +133,15 @@ def test_preset_asking_for_more_subjects_than_exist_uses_all(caplog):
     folds = make_folds(table, {"folds": 2, "subjects": 60})
     assert sorted(folds["subject"].unique()) == sorted(table["subject"].unique())
     assert "asks for 60 subjects but 4 are eligible" in caplog.text
+
+
+def test_preset_asking_for_more_folds_than_subjects_tests_one_subject_per_fold(caplog):
+    table = bu3dfe_like(4)
+    folds = make_folds(table, {"folds": 10, "subjects": 60})
+    tested = folds[folds.split == "test"].groupby("k")["subject"].apply(list)
+    assert len(tested) == 4 and all(len(subjects) == 1 for subjects in tested)
+    assert sorted(sum(tested, [])) == sorted(table["subject"].unique())
+    assert "asks for 10 folds but 4 subjects are eligible" in caplog.text
 
 
 def test_write_and_read_folds_round_trip(tmp_path, monkeypatch):

@@ -175,6 +175,27 @@ def test_pseudo_labels_and_multilabel_store_train(tmp_path, text_encoder):
     assert np.isfinite(log[-1]["total"]) and load(final)["classes"] == ["negative", "positive", "surprise"]
 
 
+def test_a_text_bank_file_trains_exactly_as_the_text_encoder_does(tmp_path, text_encoder, monkeypatch):
+    from smile_vlm.train import write_text_bank
+
+    store, folds = make_fold_inputs(tmp_path)
+    settings = tiny_settings(epochs=1)
+    direct = load(train_fold(store, folds, 0, 0, TINY_VARIANT, settings, tmp_path / "direct"))
+    write_text_bank(settings, tmp_path / "bank.pt")
+
+    def no_text_tower(spec=None):
+        raise AssertionError("a job given a text bank must not load the text encoder")
+
+    monkeypatch.setattr(encoders, "load_text_encoder", no_text_tower)
+    code = main(["--store", str(store), "--folds", str(folds), "--k", "0", "--variant", json.dumps(TINY_VARIANT),
+                 "--settings", json.dumps(settings), "--out", str(tmp_path / "banked"),
+                 "--text-bank", str(tmp_path / "bank.pt")])
+    banked = load(tmp_path / "banked" / "model.pt")
+    assert code == 0 and banked["text_dim"] == direct["text_dim"] == 12
+    for name, tensor in direct["model"].items():
+        torch.testing.assert_close(banked["model"][name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
 def test_cli_main_trains_by_job_number(tmp_path, text_encoder):
     store, folds = make_fold_inputs(tmp_path)
     code = main(["--store", str(store), "--folds", str(folds), "--k", "2",

@@ -117,6 +117,20 @@ def test_folds_are_subject_independent_and_tables_complete(workflow_run):
     ablation = pd.read_csv(results / "tables" / "ablation.csv")
     assert ablation["variant"].tolist() == [
         "smile_vlm", "smile_vlm_no_red_min", "smile_vlm_no_vl_align", "smile_vlm_no_mv_bt"]
+    # ablation.folds: 1 compares every variant, the full model too, on fold 0 alone
+    assert (ablation["n_folds"] == 1).all()
+    assert sorted(p.name for p in (results / "bu4dfe" / "models" / "smile_vlm_no_mv_bt").iterdir()) == ["fold0"]
+    assert len(list((results / "bu4dfe" / "models" / "smile_vlm").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_one_text_bank_serves_every_job(workflow_run):
+    import torch
+
+    bank = torch.load(workflow_run / "results" / "text_bank.pt", weights_only=True)
+    assert bank["about"] == {"text_encoder": {"kind": "minilm", "name_or_path": None}, "prompts": "emotions"}
+    assert {"happiness", "repression", "pain"} <= set(bank["classes"])  # every class of the prompt set
+    assert bank["embeddings"].shape == (sum(bank["counts"]), 384)  # MiniLM's width
 
 
 @pytest.mark.slow
@@ -128,6 +142,14 @@ def test_reruns_exactly_what_a_change_touches(workflow_run, tmp_path):
     train_change = config_overlay(tmp_path / "train.yaml", {"train": {"epochs": 3}})
     jobs = planned_jobs(snakemake(workflow_run, "-n", overlays=[train_change]))
     assert jobs.get("train", 0) > 0 and jobs.get("table", 0) > 0
+    assert not {"synth", "index", "render", "pack"} & set(jobs)
+
+    # other prompts re-embed the prompts once and retrain, but render nothing
+    prompts = tmp_path / "prompts.yaml"
+    shutil.copy(REPO / "smile_vlm" / "prompts" / "emotions.yaml", prompts)
+    prompts_change = config_overlay(tmp_path / "prompts_change.yaml", {"prompts": {"name": str(prompts)}})
+    jobs = planned_jobs(snakemake(workflow_run, "-n", overlays=[prompts_change]))
+    assert jobs.get("text_bank") == 1 and jobs.get("train", 0) > 0 and jobs.get("evaluate", 0) > 0
     assert not {"synth", "index", "render", "pack"} & set(jobs)
 
     # a render setting reruns every render job and what depends on it, not the raw data

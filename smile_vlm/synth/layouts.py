@@ -22,7 +22,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "resolution": 68,  # grid columns of a static scan (4-5k vertices)
     "resolution_4d": 40,  # grid columns of a 4D frame (~1.6k vertices): 4D sets have ~100x more meshes
-    "subjects": {"bu3dfe": 10, "bu4dfe": 20, "bp4d": 10, "bosphorus": 12, "4dme": 10},
+    "subjects": {"bu3dfe": 10, "bu4dfe": 20, "bp4d": 10, "bosphorus": 13, "4dme": 10},
     "scale": 1.0,  # multiplies every subject count
     "frames": {"bu4dfe": 24, "bp4d": 20},
     "micro_clips_per_subject": 6,

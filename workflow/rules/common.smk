@@ -134,17 +134,35 @@ def train_settings(wildcards):
     }
 
 
+TEXT_BANK = "results/text_bank.pt"
+
+
+def text_bank_settings():
+    return {"encoders": {"text": config["encoders"]["text"]}, "prompts": {"name": config["prompts"]["name"]}}
+
+
+def prompt_file_input(wildcards):
+    """The prompt YAML, so that editing it re-embeds the prompts (and reruns what used them)."""
+    from smile_vlm.prompts import prompt_file
+
+    path = prompt_file(config["prompts"]["name"])
+    return [str(path)] if path.is_file() else []
+
+
 def fold_ids(experiment_name):
     folds_csv = checkpoints.folds.get(experiment=experiment_name).output[0]
     return sorted(pd.read_csv(folds_csv, usecols=["k"])["k"].unique().tolist())
 
 
-def eval_jsons_of(experiment_name, variants):
+def eval_jsons_of(experiment_name, variants, first_folds="all"):
+    folds = fold_ids(experiment_name)
+    if first_folds != "all":
+        folds = folds[: int(first_folds)]
     return expand(
         "results/{experiment}/eval/{variant}/fold{k}.json",
         experiment=experiment_name,
         variant=variants,
-        k=fold_ids(experiment_name),
+        k=folds,
     )
 
 
@@ -153,7 +171,9 @@ def eval_jsons(wildcards):
 
 
 def ablation_evals(wildcards):
-    return eval_jsons_of(wildcards.experiment, config["ablation"]["variants"])
+    """Every ablation variant, the full model included, on the same folds."""
+    ablation = config["ablation"]
+    return eval_jsons_of(wildcards.experiment, ablation["variants"], ablation["folds"])
 
 
 def train_logs(wildcards):

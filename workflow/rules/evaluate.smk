@@ -7,6 +7,7 @@ rule evaluate:
         train_store=train_store,
         folds="results/{experiment}/folds.csv",
         model="results/{experiment}/models/{variant}/fold{k}/model.pt",
+        text_bank=TEXT_BANK,
     output:
         "results/{experiment}/eval/{variant}/fold{k}.json",
     params:
@@ -20,4 +21,4 @@ rule evaluate:
     shell:
         "{SMILE_VLM} evaluate --store {input.store} --folds {input.folds} --k {wildcards.k}"
         " --model {input.model} --variant {params.variant:q} --settings {params.settings:q}"
-        " --train-store {input.train_store} --out {output} > {log} 2>&1"
+        " --train-store {input.train_store} --text-bank {input.text_bank} --out {output} > {log} 2>&1"

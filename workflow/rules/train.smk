@@ -18,6 +18,23 @@ checkpoint folds:
         " --protocol {params.protocol:q} --out {output} > {log} 2>&1"
 
 
+rule text_bank:
+    """Every prompt embedded once by the frozen text encoder; training and evaluation jobs load
+    these embeddings instead of the text tower."""
+    input:
+        prompt_file_input,
+    output:
+        TEXT_BANK,
+    params:
+        settings=as_json(text_bank_settings()),
+    log:
+        "logs/text_bank.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "{SMILE_VLM} text-bank --settings {params.settings:q} --out {output} > {log} 2>&1"
+
+
 def train_launcher(wildcards, resources):
     """Several GPUs train one fold with DDP under torchrun; otherwise a single process.
 
@@ -34,6 +51,7 @@ rule train:
     input:
         store=train_store,
         folds="results/{experiment}/folds.csv",
+        text_bank=TEXT_BANK,
     output:
         "results/{experiment}/models/{variant}/fold{k}/model.pt",
     params:
@@ -55,4 +73,4 @@ rule train:
     shell:
         "{params.launcher} --store {input.store} --folds {input.folds} --k {wildcards.k}"
         " --variant {params.variant:q} --settings {params.settings:q}"
-        " --out {params.out_dir:q} --threads {threads} > {log} 2>&1"
+        " --text-bank {input.text_bank} --out {params.out_dir:q} --threads {threads} > {log} 2>&1"
