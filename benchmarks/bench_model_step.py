@@ -5,7 +5,8 @@
 A step = encode two augmentations and the clean views (3 forward passes of B x V images), the
 losses, backward, AdamW. Text embeddings are random unit vectors of MiniLM's size (384): the text
 encoder is frozen and its prompt bank is computed once per run, so it is not part of a step.
-Prints the median seconds per step for SMILE-VLM and FACET-VLM.
+Prints the median seconds per step for SMILE-VLM and FACET-VLM, in float32 and under bfloat16
+autocast (what `train.amp: auto` picks on CPUs with native bf16, e.g. AVX-512).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from smile_vlm.model import build_model
 
 
-def median_step_seconds(name: str, batch: int, views: int, steps: int, text_dim: int = 384, classes: int = 6) -> float:
+def median_step_seconds(name: str, batch: int, views: int, steps: int, text_dim: int = 384, classes: int = 6,
+                        bf16: bool = False) -> float:
     torch.manual_seed(0)
     model = build_model({"name": name}, views, text_dim)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
@@ -31,7 +33,8 @@ def median_step_seconds(name: str, batch: int, views: int, steps: int, text_dim:
     times = []
     for _ in range(steps + 1):  # the first step warms up allocators and is dropped
         start = time.perf_counter()
-        losses = model.training_losses(images[0], images[1], images[2], text_emb, class_emb, labels, {})
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as train.amp: auto does on AVX-512
+            losses = model.training_losses(images[0], images[1], images[2], text_emb, class_emb, labels, {})
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
@@ -48,8 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for name in ("smile_vlm", "facet_vlm"):
-        seconds = median_step_seconds(name, args.batch, args.views, args.steps)
-        print(f"{name}: {seconds:.3f} s/step (batch {args.batch}, {args.views} views, 64x64, {args.threads} threads)")
+        for bf16 in (False, True):
+            seconds = median_step_seconds(name, args.batch, args.views, args.steps, bf16=bf16)
+            print(f"{name} {'bf16' if bf16 else 'fp32'}: {seconds:.3f} s/step "
+                  f"(batch {args.batch}, {args.views} views, 64x64, {args.threads} threads)")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 LOG_NAME = "train_log.jsonl"
 CHECKPOINT_FORMAT = 1
+AMP_SETTINGS = ("auto", "bf16", "fp16", "off")
 
 DEFAULT_TRAIN = {
     "epochs": 30,  # passes over the fold's training split
@@ -74,7 +75,9 @@ DEFAULT_TRAIN = {
     "grad_clip": 0.0,  # max global gradient norm; 0 disables clipping
     "seed": 0,  # weights, data order, augmentations, prompt draws
     "device": "auto",  # "auto" = cuda when available, else cpu; or "cpu", "cuda", "cuda:N"
-    "amp": "auto",  # "auto" (bf16 where supported, else fp16) | "bf16" | "fp16" | "off"; CUDA only
+    # "auto": CUDA bf16 where supported, else fp16; CPU bf16 where oneDNN runs it natively
+    # (AVX-512), else full precision | "bf16" | "fp16" (CUDA only) | "off"
+    "amp": "auto",
     "threads": 0,  # torch.set_num_threads; 0 leaves torch's default
     "workers": 0,  # DataLoader worker processes reading the store
     "gpus": 0,  # read by the launcher (torchrun when > 1); training follows WORLD_SIZE
@@ -131,13 +134,32 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bfloat16 convolutions and matmuls in hardware (AVX-512 and newer).
+
+    There, bf16 autocast halves the compact CNN's step time (BENCHMARKS.md); elsewhere it is
+    emulated and slower than float32.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision. Never on CPU (bf16 CPU autocast is slow)."""
-    if device.type != "cuda" or setting == "off":
+    """The autocast dtype, or None for full precision. The losses always run in float32
+    (losses.full_precision), so only the encoders' matmuls and convolutions change precision."""
+    if setting not in AMP_SETTINGS:
+        raise ValueError(f"train.amp must be one of {AMP_SETTINGS}, got {setting!r}")
+    if setting == "off":
         return None
-    if setting == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
+    if device.type == "cuda":
+        if setting == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[setting]
+    if device.type == "cpu" and (setting == "bf16" or (setting == "auto" and cpu_has_fast_bf16())):
+        return torch.bfloat16
+    return None  # fp16 autocast is CUDA only
 
 
 def seed_everything(seed: int) -> None:

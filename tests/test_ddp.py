@@ -36,8 +36,9 @@ from smile_vlm.augment import Augmenter
 from smile_vlm.evaluate import evaluate_fold
 from smile_vlm.folds import fold_samples
 from smile_vlm.store import StoreDataset
-from smile_vlm.train import (CHECKPOINT_NAME, LOG_NAME, MODEL_NAME, FoldTargets, batches_for_epoch, build_text_bank,
-                             epoch_generator, image_input, load_trained, resolve_settings, train_fold)
+from smile_vlm.train import (CHECKPOINT_NAME, LOG_NAME, MODEL_NAME, FoldTargets, amp_dtype, batches_for_epoch,
+                             build_text_bank, epoch_generator, image_input, load_trained, resolve_settings,
+                             train_fold)
 
 REPO = Path(__file__).resolve().parents[1]
 FOLD = 0
@@ -106,8 +107,10 @@ def expected_first_step(store: Path, folds: Path, initial_model: Path, world: in
     # Each rank's encoder pass normalises with that rank's batch statistics.
     encode_alone = type(model).encode_views
     model.encode_views = lambda images: torch.cat([encode_alone(model, part) for part in images.chunk(world)])
-    losses = model.training_losses(torch.cat(views_a), torch.cat(views_b), torch.cat(clean), torch.cat(text),
-                                   None, None, {})
+    dtype = amp_dtype(resolved["train"]["amp"], torch.device("cpu"))  # the precision the ranks trained in
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        losses = model.training_losses(torch.cat(views_a), torch.cat(views_b), torch.cat(clean), torch.cat(text),
+                                       None, None, {})
     return {name: float(value) for name, value in losses.items()}
 
 

@@ -295,3 +295,27 @@ def test_multilabel_prompts_are_drawn_from_the_positive_classes():
     assert set(draws[:, 1].tolist()) == {0, 2}
     assert set(draws[:, 2].tolist()) == {0, 1, 2}
     np.testing.assert_array_equal(targets.labels({"labels": labels}).numpy(), [[0, 1, 0], [1, 0, 1], [1, 1, 1]])
+
+
+def test_mixed_precision_choice_per_device(monkeypatch):
+    import smile_vlm.train as train
+
+    cpu = torch.device("cpu")
+    assert train.amp_dtype("off", cpu) is None
+    assert train.amp_dtype("bf16", cpu) is torch.bfloat16
+    assert train.amp_dtype("fp16", cpu) is None  # fp16 autocast is CUDA only
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: True)
+    assert train.amp_dtype("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: False)  # emulated bf16 would be slower
+    assert train.amp_dtype("auto", cpu) is None
+    with pytest.raises(ValueError, match="train.amp must be one of"):
+        train.amp_dtype("int8", cpu)
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_training_in_either_precision_is_finite_and_keeps_float32_weights(tmp_path, text_encoder, amp):
+    store, folds = make_fold_inputs(tmp_path)
+    final = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, amp=amp), tmp_path / amp))
+    log = [json.loads(line) for line in (tmp_path / amp / LOG_NAME).read_text().splitlines()]
+    assert all(np.isfinite(log[-1][term]) for term in ("total", "mv_bt", "vl_align", "red_min"))
+    assert all(t.dtype in (torch.float32, torch.int64) for t in final["model"].values())
