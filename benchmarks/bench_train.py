@@ -6,7 +6,7 @@ and the offline MiniLM text encoder. The numbers are the JSONL log's per-epoch
 ``samples_per_s`` (whole step: loading, augmenting, forward, backward, update) and
 ``loader_samples_per_s`` (time spent waiting on the DataLoader only).
 
-    python benchmarks/bench_train.py --epochs 2 --threads 2 --workers 0
+    python benchmarks/bench_train.py --epochs 2 --threads 2 --workers 0 [--amp off]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--amp", default="auto", help="train.amp: auto (bf16 on AVX-512 CPUs) or off")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -43,7 +44,7 @@ def main() -> None:
         write_folds(store, {"folds": 10, "seed": 0, "classes": CLASSES}, folds)
         packed = time.perf_counter() - start
         settings = {"train": {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads,
-                              "workers": args.workers, "progress": False},
+                              "workers": args.workers, "progress": False, "amp": args.amp},
                     "encoders": {"vision": {"kind": "cnn", "image_size": 64}}, "classes": CLASSES}
         train_fold(store, folds, 0, 0, {"model": "smile_vlm"}, settings, root / "run")
         epochs = [json.loads(line) for line in (root / "run" / LOG_NAME).read_text().splitlines()]
@@ -53,7 +54,7 @@ def main() -> None:
     last = epochs[-1]
     print(f"store of {args.subjects * 12} samples packed in {packed:.1f} s; last epoch: "
           f"train {last['samples_per_s']:.1f} samples/s, data loader {last['loader_samples_per_s']:.1f} samples/s "
-          f"(threads {args.threads}, workers {args.workers}, batch {args.batch_size})")
+          f"(threads {args.threads}, workers {args.workers}, batch {args.batch_size}, amp {args.amp})")
 
 
 if __name__ == "__main__":
