@@ -101,12 +101,11 @@ class TextBank:
         missing = [c for c in classes if c not in self.classes]
         if missing:
             raise ValueError(f"the text bank has no prompts for classes {missing} (it has {self.classes})")
-        rows = [torch.arange(int(self._starts[i]), int(self._starts[i] + self._counts[i]))
-                for i in (self.classes.index(c) for c in classes)]
-        by_class = self.prompts()
+        positions = [self.classes.index(c) for c in classes]
+        rows = torch.cat([torch.arange(int(self._starts[i]), int(self._starts[i] + self._counts[i])) for i in positions])
         bank = TextBank.__new__(TextBank)
-        bank._set(list(classes), [t for c in classes for t in by_class[c]], [len(by_class[c]) for c in classes],
-                  self.embeddings[torch.cat(rows)].cpu())
+        bank._set(list(classes), [self.texts[row] for row in rows.tolist()], [int(self._counts[i]) for i in positions],
+                  self.embeddings[rows].cpu())
         return bank
 
     def save(self, path: str | Path, about: dict) -> None:
