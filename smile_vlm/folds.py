@@ -42,6 +42,7 @@ import pandas as pd
 
 from smile_vlm import atomic
 from smile_vlm.errors import ScanError
+from smile_vlm.readers.names import subject_key
 
 FOLD_COLUMNS = ["k", "repeat", "fold", "subject", "split"]
 # Present in cross-dataset folds only: which store a row's subject belongs to.
@@ -154,6 +155,7 @@ def make_folds(subjects_table: pd.DataFrame, protocol: dict | None, store_classe
     if protocol["split"] == "cross":
         raise ScanError("protocol", "split 'cross' needs the training store too: "
                                     "make_cross_folds, or write_folds(..., train_store=...)")
+    check_spellings(subjects_table["subject"], "store")
     pool = eligible_subjects(subjects_table, protocol, store_classes)
     if not pool:
         raise ScanError("protocol", "no subject has usable samples under this protocol")
@@ -184,6 +186,8 @@ def make_cross_folds(train_table: pd.DataFrame, test_table: pd.DataFrame, protoc
         raise ScanError("protocol", f"make_cross_folds needs split 'cross', not {protocol['split']!r}")
     if protocol["subjects"] not in (None, "all") or int(protocol["repetitions"]) != 1:
         raise ScanError("protocol", "split 'cross' uses all subjects once: subjects must be 'all', repetitions 1")
+    check_spellings(train_table["subject"], "training store")
+    check_spellings(test_table["subject"], "test store")
     train_classes, test_classes = cross_classes(protocol, train_store_classes)
     for name, wanted, available in (("train_classes", train_classes, train_store_classes),
                                     ("classes", test_classes, test_store_classes)):
@@ -262,18 +266,23 @@ def check_folds(folds: pd.DataFrame, source: str | Path = "folds") -> None:
     if (folds.groupby(["repeat", "fold"])["k"].nunique() != 1).any() or \
             (folds.groupby("k")[["repeat", "fold"]].nunique() != 1).any(axis=None):
         raise ScanError(source, "k does not name exactly one (repeat, fold) pair")
-    # Across datasets a subject is (dataset, subject): BU-4DFE's F001 is not BP4D's F001, but the
-    # same dataset on both sides (two renders of one store) still counts as the same person.
-    identity = folds["subject"].astype(str)
+    # A person is the folded name (names.subject_key), so 'S01'/'s01' or 'A'/'A ' on both sides
+    # is a leak. Across datasets a subject is (dataset, subject): BU-4DFE's F001 is not BP4D's
+    # F001, but the same dataset on both sides (two renders of one store) is the same person.
+    raw = folds["subject"].astype(str)
+    identity = raw.map(subject_key)
     if DATASET_COLUMN in folds.columns:
+        raw = folds[DATASET_COLUMN].astype(str) + "/" + raw
         identity = folds[DATASET_COLUMN].astype(str) + "/" + identity
-    folds = folds.assign(subject=identity)
+    folds = folds.assign(subject=identity, raw=raw)
     for (repeat, fold), rows in folds.groupby(["repeat", "fold"], sort=True):
         train = set(rows.loc[rows["split"] == "train", "subject"])
         test = set(rows.loc[rows["split"] == "test", "subject"])
         shared = train & test
         if shared:
-            raise ScanError(source, f"repeat {repeat} fold {fold}: subjects in train and test: {sorted(shared)}")
+            # name the raw spellings: 'S01' in train and 's01' in test is one person
+            spelled = sorted({" = ".join(sorted(set(rows.loc[rows["subject"] == key, "raw"]))) for key in shared})
+            raise ScanError(source, f"repeat {repeat} fold {fold}: subjects in train and test: {spelled}")
         if not test or not train:
             raise ScanError(source, f"repeat {repeat} fold {fold}: empty train or test split")
     tested = folds.loc[folds["split"] == "test"].groupby(["repeat", "subject"]).size()
@@ -281,6 +290,29 @@ def check_folds(folds: pd.DataFrame, source: str | Path = "folds") -> None:
     if len(twice):
         (repeat, subject), _ = next(iter(twice.items()))
         raise ScanError(source, f"repeat {repeat}: subject {subject} is tested in {twice.iloc[0]} folds")
+
+
+def check_spellings(subjects, source: str | Path) -> None:
+    """Raise ScanError when two spellings of one identity appear (the index refuses them too)."""
+    spellings: dict[str, set[str]] = {}
+    for subject in pd.Series(subjects).astype(str).unique():
+        spellings.setdefault(subject_key(subject), set()).add(subject)
+    clashes = sorted(sorted(group) for group in spellings.values() if len(group) > 1)
+    if clashes:
+        raise ScanError(source, "subjects " + "; ".join(" and ".join(map(repr, g)) for g in clashes)
+                        + " are one identity after Unicode NFKC, strip and casefold")
+
+
+def log_folds(folds: pd.DataFrame) -> None:
+    """One log line per fold: its train and test subject counts and the test subjects."""
+    dataset = folds[DATASET_COLUMN].astype(str) + "/" if DATASET_COLUMN in folds.columns else ""
+    folds = folds.assign(who=dataset + folds["subject"].astype(str))
+    log.info("%d folds over %d subjects", folds["k"].nunique(), folds["who"].nunique())
+    for (k, repeat, fold), rows in folds.groupby(["k", "repeat", "fold"], sort=True):
+        test = sorted(rows.loc[rows["split"] == "test", "who"])
+        n_train = int((rows["split"] == "train").sum())
+        log.info("k=%d (repeat %d, fold %d): %d train, %d test subjects: %s",
+                 k, repeat, fold, n_train, len(test), ", ".join(test))
 
 
 def write_folds(store_path: str | Path, protocol: dict | None, out_csv: str | Path,
@@ -305,6 +337,7 @@ def write_folds(store_path: str | Path, protocol: dict | None, out_csv: str | Pa
         if train_store is not None and Path(train_store).resolve() != Path(store_path).resolve():
             raise ScanError(train_store, f"training on another store than {store_path} needs split 'cross'")
         folds = make_folds(store_table(store_path), protocol, store_classes)
+    log_folds(folds)
     atomic.write_csv(out_csv, folds)
     return folds
 

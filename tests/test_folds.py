@@ -225,3 +225,45 @@ def test_cross_sample_filters_and_bad_cross_protocols():
         make_folds(train_table, {"split": "cross", "classes": ["happiness"]})
     with pytest.raises(ScanError, match="predict_classes must be one of"):
         cross(train_table, test_table, predict_classes="all")
+
+
+# ----------------------------------------------------------------------------- one identity per person
+
+
+@pytest.mark.parametrize("train_name, test_name", [("S01", "s01"), ("A", "A "), ("Ｓ01", "S01")])
+def test_leak_check_compares_folded_identities(train_name, test_name):
+    # Two spellings of one person, one in train and one in test of the same fold, is a leak.
+    folds = pd.DataFrame(
+        [(0, 0, 0, train_name, "train"), (0, 0, 0, "B", "train"), (0, 0, 0, test_name, "test")],
+        columns=["k", "repeat", "fold", "subject", "split"],
+    )
+    with pytest.raises(ScanError, match="subjects in train and test") as info:
+        check_folds(folds)
+    assert repr(train_name)[1:-1] in str(info.value) and repr(test_name)[1:-1] in str(info.value)
+    check_folds(folds.replace({test_name: "C"}))  # a different person passes
+
+
+def test_make_folds_refuses_two_spellings_of_one_subject():
+    table = bu3dfe_like(4)
+    table.loc[table["sample_id"].str.endswith("_NE00") & (table["subject"] == "F0001"), "subject"] = "f0001"
+    with pytest.raises(ScanError, match="'F0001' and 'f0001' are one identity"):
+        make_folds(table, {"folds": 2})
+
+
+def test_write_folds_logs_subjects_per_fold(tmp_path, caplog, monkeypatch):
+    import smile_vlm.store as store
+
+    table = bu3dfe_like(4)
+
+    class Root:
+        attrs = {"classes": CLASSES + ["neutral"], "dataset": "bu3dfe"}
+
+    monkeypatch.setattr(store, "open_store", lambda path: Root())
+    monkeypatch.setattr(store, "store_table", lambda path: table)
+    with caplog.at_level("INFO", logger="smile_vlm.folds"):
+        folds = write_folds("store", {"folds": 2}, tmp_path / "folds.csv")
+    lines = [r.getMessage() for r in caplog.records if r.name == "smile_vlm.folds"]
+    assert lines[0] == "2 folds over 4 subjects"
+    for k in (0, 1):
+        test = sorted(folds.loc[(folds["k"] == k) & (folds["split"] == "test"), "subject"])
+        assert lines[1 + k] == f"k={k} (repeat 0, fold {k}): 2 train, 2 test subjects: {', '.join(test)}"

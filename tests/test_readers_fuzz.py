@@ -157,10 +157,24 @@ def test_unreadable_and_unsupported_paths(tmp_path):
     [
         ("", "no faces"),
         ("v 0 0 0\nv 1 0 0\nv 0 1 0\n", "no faces"),
-        ("v 0 0 0\nv 1 0 0\nf 1 2 7\n", "OBJ parse failed|out of range"),
+        ("v 0 0 0\nv 1 0 0\nf 1 2 7\n", "line 3: vertex index 7 but there are only 2"),
         ("v 0 0 nan\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "non-finite"),
         ("v 0 0 inf\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "non-finite"),
-        ("this is not an obj file\n\x00\x01", "no faces"),
+        ("v 0 0 1e39\nv 1 0 0\nv 0 1 0\nf 1 2 3\n", "1e\\+39 does not fit in float32"),
+        ("this is not an obj file\n\x00\x01", "no end of line"),
+        ("this is not an obj file\nf 1 2 3\n", "line 1: unknown statement 'this'"),
+        # what trimesh used to let through: a cut last line, two corners, index 0, a bad token
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3", "line 4 has no end of line"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 2\n", "line 5: face with 2 corners"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 0 1 2\n", "line 4: vertex index 0 \\(OBJ indices start at 1\\)"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf -1 -2 -3\n", "line 4: relative"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1 x 3\n", "line 5: face with a non-integer index"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 1/1 2/2 3/3\n", "line 5: face corner '1/1' has another form"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\n", "line 4: vertex used by no face"),
+        ("v 0 0 0\nv 1 0 zero\nv 0 1 0\nf 1 2 3\n", "line 2: 'v' with a non-numeric value"),
+        ("v 0 0 0\nv 1 0\nv 0 1 0\nf 1 2 3\n", "line 2: 'v' with 2 numbers"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nf 1/1 2/2 3/3\n", "line 5: texture coordinate index 2 but there are only 1"),
+        ("v 0 0 0\nv 1 0 0\nv 0 1 0\nfx 1 2 3\nf 1 2 3\n", "line 4: unknown statement 'fx'"),
     ],
 )
 def test_broken_obj(tmp_path, content, reason):
@@ -283,3 +297,9 @@ def test_second_indexed_face_set_and_orphan_texcoordindex_are_rejected(tmp_path)
     start = GOOD_VRML.index("        texCoord TextureCoordinate")
     path.write_text(GOOD_VRML[:start] + GOOD_VRML[GOOD_VRML.index("        texCoordIndex") :])
     raises_for(path, read_mesh, "texCoordIndex without a texCoord block")
+
+
+def test_a_flood_of_brackets_is_refused_not_walked(tmp_path):
+    # blocks are found by their '[': a file of nothing else must not cost a step per bracket
+    with pytest.raises(ScanError, match=r"over 4096 '\['"):
+        parse_vrml("#VRML V2.0 utf8\n" + "[" * 1_000_000, tmp_path / "flood.wrl")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest_readers import BNT_VALID, LM2_TEXT, LM3_TEXT, write_4dme_xlsx, write_bnd, write_bnt
+from conftest_readers import FOURDME_COLUMNS, BNT_VALID, LM2_TEXT, LM3_TEXT, write_4dme_xlsx, write_bnd, write_bnt
 from smile_vlm.errors import ScanError
 from smile_vlm.readers import read_mesh
 from smile_vlm.readers.bnd import read_bnd
@@ -47,12 +47,12 @@ def test_obj_keeps_per_corner_uvs_and_resolves_map_kd(tmp_path):
     mesh = read_mesh(path)
     corners = mesh.vertices[mesh.faces]
     corner_uv = mesh.uv[mesh.face_uv]
-    expected = {  # (corner position) -> uv, per triangle of the fan-triangulated input
-        ((0, 0, 0), (1, 0, 0), (1, 1, 0)): ((0, 0), (1, 0), (1, 1)),
-        ((1, 1, 0), (0, 1, 0), (0, 0, 0)): ((1, 1), (0, 1), (0, 0)),
-        ((0, 0, 0), (1, 1, 0), (0, 1, 0)): ((0.5, 0.5), (1, 1), (0, 1)),
-    }
-    got = {tuple(map(tuple, c.tolist())): tuple(map(tuple, u.tolist())) for c, u in zip(corners, corner_uv)}
+    expected = [  # (corner positions, their uvs) per triangle of the fan-triangulated input, in file order
+        (((0, 0, 0), (1, 0, 0), (1, 1, 0)), ((0, 0), (1, 0), (1, 1))),
+        (((0, 0, 0), (1, 1, 0), (0, 1, 0)), ((0, 0), (1, 1), (0, 1))),
+        (((0, 0, 0), (1, 1, 0), (0, 1, 0)), ((0.5, 0.5), (1, 1), (0, 1))),
+    ]
+    got = [(tuple(map(tuple, c.tolist())), tuple(map(tuple, u.tolist()))) for c, u in zip(corners, corner_uv)]
     assert got == expected
     assert mesh.texture == tmp_path / "0001.jpg"
 
@@ -264,3 +264,44 @@ def test_real_obj_corners_and_uvs_match_the_file():
     got = np.concatenate([mesh.vertices[mesh.faces], mesh.uv[mesh.face_uv]], axis=2)
     assert _triangle_multiset(got) == _triangle_multiset(np.array(expected))
     assert mesh.texture is None  # the material library is not part of the subset
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"Positive": "x"}, "Positive cell 'x' is not 0 or 1"),
+        ({"Positive": "yes"}, "Positive cell 'yes' is not 0 or 1"),
+        ({"Positive": -1}, "Positive cell -1 is not 0 or 1"),
+        ({"Positive": 0.5}, "Positive cell 0.5 is not 0 or 1"),
+        ({"Negative": 2}, "Negative cell 2 is not 0 or 1"),
+        ({"Others": None}, "Others cell (empty) is not 0 or 1"),
+        ({"Positive": 0}, "no emotion class is marked 1"),
+        ({"Emotion": "Negative"}, "Emotion 'Negative' disagrees with the one-hot columns (positive)"),
+        ({"Emotion": "Happy"}, "Emotion 'Happy' names 'happy', not one of"),
+        ({"Negative": 1}, "Emotion 'Positive' disagrees with the one-hot columns (positive+negative)"),
+        ({"Apex": 20}, "apex 20 is outside onset..offset (7..9)"),
+        ({"Onset": 10}, "onset 10 is after offset 9"),
+        ({"Onset": "x"}, "Onset cell 'x' is not an integer frame number"),
+        ({"Apex": "?"}, "Apex cell '?' is not an integer frame number"),
+        ({"sub_ID": "../../elsewhere"}, "sub_ID '../../elsewhere' is a path, not a plain name"),
+        ({"sub_ID": ".."}, "contains '..'"),
+        ({"fold_name": "a\\b"}, "fold_name 'a\\\\b' is a path"),
+        ({"fold_name": "C:clip"}, "drive path"),
+    ],
+)
+def test_4dme_sheet_is_checked_cell_by_cell(tmp_path, change, problem):
+    good = dict(zip(FOURDME_COLUMNS, ["S01", "clip", 1, 7, 8, 9, "AU12", "Positive", 0, 1, 0, 0, 0, 0]))
+    rows = [list(good.values()), list({**good, "fold_name": "clip2", **change}.values())]
+    table = read_annotations(write_4dme_xlsx(tmp_path / "ann.xlsx", rows))
+    assert table["problem"].iloc[0] == "" and table["row"].tolist() == [2, 3]
+    assert problem in table["problem"].iloc[1], table["problem"].iloc[1]
+
+
+def test_4dme_sheet_accepts_joined_emotions_and_a_missing_apex(tmp_path):
+    rows = [["S01", "a", 1, 7, "/", 9, "AU4", "Negative and Surprise", 0, 0, 1, 1, 0, 0],
+            ["S01", "b", 1, 7, None, 9, "AU4", "negative+surprise", 0, "0", "1", 1.0, 0, 0],
+            ["S01", "a", 1, 7, 8, 9, "AU4", "Negative+Surprise", 0, 0, 1, 1, 0, 0]]
+    table = read_annotations(write_4dme_xlsx(tmp_path / "ann.xlsx", rows))
+    assert table["problem"].tolist()[:2] == ["", ""]
+    assert table["problem"].iloc[2] == "sub_ID 'S01', fold_name 'a' repeat row 2"
+    assert table["labels"].tolist() == ["negative|surprise"] * 3

@@ -7,19 +7,17 @@ from pathlib import Path
 import numpy as np
 
 from smile_vlm.errors import ScanError
+from smile_vlm.readers import check_values, read_limited
 
 
-def read_bnd(path: str | Path, n_expected: int = 83) -> tuple[np.ndarray, np.ndarray]:
+def read_bnd(path: str | Path, n_expected: int = 83, *, max_bytes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``<vertex_index> <x> <y> <z>`` -> (indices int64 (n,), xyz float32 (n, 3)).
 
     Separators are single spaces or double tabs and some files end with a blank line, so rows
     are ``split()`` and blank lines skipped. The index is 0-based into that scan's own mesh.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise ScanError(path, f"cannot read: {err.strerror or err}") from err
+    text = read_limited(path, max_bytes).decode("utf-8", errors="replace")
     rows = [line.split() for line in text.splitlines() if line.strip()]
     if len(rows) != n_expected:
         raise ScanError(path, f"{len(rows)} landmark rows, expected {n_expected}")
@@ -33,6 +31,5 @@ def read_bnd(path: str | Path, n_expected: int = 83) -> tuple[np.ndarray, np.nda
         raise ScanError(path, "non-numeric landmark row") from None
     if (indices < 0).any():
         raise ScanError(path, "negative vertex index")
-    if not np.isfinite(xyz).all():
-        raise ScanError(path, "non-finite (NaN or inf) landmark coordinates")
+    check_values(xyz, path, "landmark coordinates")
     return indices, xyz.astype(np.float32)

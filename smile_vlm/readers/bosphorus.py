@@ -11,7 +11,7 @@ import numpy as np
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
-from smile_vlm.readers import resolve_texture
+from smile_vlm.readers import check_regular, check_values, read_limited, resolve_texture
 
 _HEADER = struct.Struct("<HHdH")  # nrows, ncols, zmin, len(texture name)
 _COUNT = struct.Struct("<I")
@@ -43,16 +43,16 @@ class BntHeader:
     data_offset: int
 
 
-def read_bnt_header(path: str | Path, data: bytes | None = None) -> BntHeader:
-    """Parse and check the header; the file size must be exactly header + 8 * n (§4.3)."""
+def read_bnt_header(path: str | Path, data: bytes | None = None, *, max_bytes: int | None = None) -> BntHeader:
+    """Parse and check the header; the file size must be exactly header + 8 * n (§4.3).
+
+    Without ``data`` only the header bytes are read, so a grid declared larger than the file
+    (or a huge sparse file) is refused before anything of its size is allocated.
+    """
     path = Path(path)
     if data is None:
-        try:
-            with open(path, "rb") as stream:
-                data = stream.read(_HEADER.size + 65535 + _COUNT.size)
-            size = path.stat().st_size
-        except OSError as err:
-            raise ScanError(path, f"cannot read: {err.strerror or err}") from err
+        size = check_regular(path, max_bytes)
+        data = read_limited(path, max_bytes, head=_HEADER.size + 65535 + _COUNT.size)
     else:
         size = len(data)
     if len(data) < _HEADER.size:
@@ -79,13 +79,11 @@ def read_bnt_header(path: str | Path, data: bytes | None = None) -> BntHeader:
     return BntHeader(nrows, ncols, float(zmin), texture_name, n_values, data_offset)
 
 
-def read_bnt(path: str | Path) -> BntScan:
+def read_bnt(path: str | Path, *, max_bytes: int | None = None) -> BntScan:
     """Read a ``.bnt``: 5 little-endian float64 planes X, Y, Z, U, V, each nrows x ncols."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ScanError(path, f"cannot read: {err.strerror or err}") from err
+    read_bnt_header(path, max_bytes=max_bytes)  # the declared grid against the size, before the read
+    data = read_limited(path, max_bytes)
     header = read_bnt_header(path, data)
     planes = np.frombuffer(data, dtype="<f8", count=header.n_values, offset=header.data_offset)
     # The file stores the bottom row first; flip to image order like the public readers.
@@ -94,10 +92,8 @@ def read_bnt(path: str | Path) -> BntScan:
     uv = np.ascontiguousarray(np.moveaxis(planes[3:], 0, -1))
     # Z alone marks the background: one sample has Z == zmin with real X/Y (§4.3).
     valid = xyz[..., 2] != header.zmin
-    if not np.isfinite(xyz[valid]).all():
-        raise ScanError(path, "non-finite (NaN or inf) coordinates at valid grid points")
-    if not np.isfinite(uv[valid]).all():
-        raise ScanError(path, "non-finite (NaN or inf) texture coordinates at valid grid points")
+    check_values(xyz[valid], path, "coordinates at valid grid points")
+    check_values(uv[valid], path, "texture coordinates at valid grid points")
     return BntScan(xyz=xyz, valid=valid, uv=uv, texture_name=header.texture_name, zmin=header.zmin)
 
 
@@ -152,10 +148,10 @@ def bnt_to_mesh(scan: BntScan, path: str | Path, *, require_texture: bool = Fals
     )
 
 
-def read_lm3(path: str | Path) -> dict[str, np.ndarray]:
+def read_lm3(path: str | Path, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """``.lm3``: '# 3D Landmark File', optional '*' info block, '<N> landmarks:', N (label, x y z)."""
     path = Path(path)
-    lines = _lines(path)
+    lines = _lines(path, max_bytes)
     position = _skip_preamble(lines, path, "# 3D Landmark File")
     count, position = _count_line(lines, position, path)
     body = [line for line in lines[position:] if line]
@@ -167,10 +163,10 @@ def read_lm3(path: str | Path) -> dict[str, np.ndarray]:
     return landmarks
 
 
-def read_lm2(path: str | Path) -> dict[str, np.ndarray]:
+def read_lm2(path: str | Path, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """``.lm2``: '<N> landmarks', 'Labels:' + N labels, '2D Image coordinates:' + N 'x y' (pixels, top-left)."""
     path = Path(path)
-    lines = _lines(path)
+    lines = _lines(path, max_bytes)
     position = _skip_preamble(lines, path, "# 2D Landmark File")
     count, position = _count_line(lines, position, path)
     body = [line for line in lines[position:] if line]
@@ -189,11 +185,8 @@ def read_lm2(path: str | Path) -> dict[str, np.ndarray]:
     return landmarks
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise ScanError(path, f"cannot read: {err.strerror or err}") from err
+def _lines(path: Path, max_bytes: int | None = None) -> list[str]:
+    text = read_limited(path, max_bytes).decode("utf-8", errors="replace")
     return [line.strip() for line in text.splitlines()]  # splitlines drops the CR of CRLF
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,10 @@ class Bu3dfeName:
 def parse_bu3dfe_name(name: str | Path) -> Bu3dfeName:
     """Parse ``F0001_AN01WH_F3D.wrl``; raise ScanError for names outside §1.2's grammar."""
     basename = Path(name).name
-    match = _BU3DFE_PATTERN.match(basename)
+    stem, dot, extension = basename.rpartition(".")
+    # Copies made on Windows or from DVDs may upper-case the extension ('.WRL'); the rest of
+    # the name keeps its case, since the codes (F3D, AN, WH) are upper-case in every release.
+    match = _BU3DFE_PATTERN.match(f"{stem}{dot}{extension.lower()}" if dot else basename)
     if match is None:
         raise ScanError(name, "not a BU-3DFE file name (<SID>_<EX><LV><RC>_<KIND>.<ext>)")
     level = int(match["level"])
@@ -145,3 +149,35 @@ def frame_number(name: str | Path) -> int:
     if not digits:
         raise ScanError(name, "no frame number in the file name")
     return int(digits[-1])
+
+
+def subject_key(name: str) -> str:
+    """The identity a subject name stands for: Unicode NFKC, stripped, case-folded.
+
+    'S01', 's01', 'S01 ' and a full-width 'Ｓ01' are one person; grouping and leakage checks
+    compare these keys, never the raw spelling.
+    """
+    return unicodedata.normalize("NFKC", str(name)).strip().casefold()
+
+
+@dataclass(frozen=True)
+class PublishedSize:
+    subjects: int | None  # None where the publications do not give it
+    samples: int
+    unit: str  # what one manifest sample is
+    source: str
+    per_subject: int | None = None  # samples every subject has in the release, where that holds
+
+
+# Published sizes of the full releases (docs/datasets.md lists the same numbers with their sources);
+# the index log compares what it found with them.
+# Datasets whose samples are sequences of frames (rendering reads only render.frames of them).
+SEQUENCE_DATASETS = ("bu4dfe", "bp4d", "4dme")
+
+PUBLISHED_SIZES = {
+    "bu3dfe": PublishedSize(100, 2500, "scans (25 per subject)", "Yin et al., FG 2006", 25),
+    "bu4dfe": PublishedSize(101, 606, "sequences (6 per subject)", "Yin et al., FG 2008", 6),
+    "bp4d": PublishedSize(41, 328, "task sequences (8 per subject)", "Zhang et al., IVC 2014", 8),
+    "bosphorus": PublishedSize(105, 4666, "scans", "Savran et al., BIOID 2008"),
+    "4dme": PublishedSize(None, 267, "micro-expression clips", "Li et al., IEEE TAFFC 2022"),
+}

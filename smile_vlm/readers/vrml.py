@@ -2,9 +2,10 @@
 
 Only the four data blocks matter: ``coord Coordinate { point [...] }``, ``coordIndex [...]``,
 ``texCoord TextureCoordinate { point [...] }`` and ``texCoordIndex [...]``, plus the texture
-``url``. Each block is located by keyword and converted in one C call (``np.fromstring``),
-because per-line Python parsing of a 35k-vertex BU-4DFE frame (60 000 of them) dominates
-indexing time (see benchmarks/bench_vrml.py).
+``url``. The file is handled as bytes; each block is found by its '[' and the opening before
+it, and converted in C (float rows by pandas' C tokenizer, index lists by ``np.fromstring``;
+readers/numbers.py), because per-line Python parsing of a 35k-vertex BU-4DFE frame is several
+times slower (see benchmarks/bench_vrml.py).
 """
 
 from __future__ import annotations
@@ -16,65 +17,57 @@ import numpy as np
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
-from smile_vlm.readers import scan_texture
+from smile_vlm.readers import check_values, numbers, read_limited, scan_texture
 
-# (keyword, pattern anchored at the keyword). Blocks are found with str.find on the keyword
-# and confirmed with the pattern: a regex search over a multi-megabyte file (no literal prefix
-# to skip ahead with) costs more than parsing all its numbers.
-_COORD = ("coord", re.compile(r"coord\s+(?:DEF\s+\S+\s+)?Coordinate\s*\{\s*point\s*\["))
-_COORD_INDEX = ("coordIndex", re.compile(r"coordIndex\s*\["))
-_TEX_COORD = ("texCoord", re.compile(r"texCoord\s+(?:DEF\s+\S+\s+)?TextureCoordinate\s*\{\s*point\s*\["))
-_TEX_COORD_INDEX = ("texCoordIndex", re.compile(r"texCoordIndex\s*\["))
+# Each number block opens with '[' right after its keyword. Blocks are found by walking the
+# few '[' of a file (memchr-fast) and matching the opening that ends at each one, within
+# _OPENING_BYTES before it, so the megabytes of numbers are never searched for keywords.
+_WORD_START = rb"(?<![A-Za-z0-9_])"
 _BLOCKS = {
-    "coord point": _COORD,
-    "coordIndex": _COORD_INDEX,
-    "texCoord point": _TEX_COORD,
-    "texCoordIndex": _TEX_COORD_INDEX,
+    "coord point": re.compile(_WORD_START + rb"coord\s+(?:DEF\s+\S+\s+)?Coordinate\s*\{\s*point\s*\[\Z"),
+    "coordIndex": re.compile(_WORD_START + rb"coordIndex\s*\[\Z"),
+    "texCoord point": re.compile(_WORD_START + rb"texCoord\s+(?:DEF\s+\S+\s+)?TextureCoordinate\s*\{\s*point\s*\[\Z"),
+    "texCoordIndex": re.compile(_WORD_START + rb"texCoordIndex\s*\[\Z"),
 }
-_URL = ("url", re.compile(r'url\s*\[?\s*"([^"]*)"'))
-_COMMENT = re.compile(r"#[^\n]*")
+_OPENING_BYTES = 4096
+_MAX_BRACKETS = 4096  # a flood of '[' must not cost a Python step each
+_COORD_OPENING = re.compile(_BLOCKS["coord point"].pattern[:-2])  # without the end anchor
+_URL = re.compile(_WORD_START + rb'url\s*\[?\s*"([^"]*)"')
+_BOM_AND_SPACE = b"\xef\xbb\xbf \t\r\n"
 
 
-def read_vrml(path: str | Path, *, require_texture: bool = False) -> Mesh:
+def read_vrml(path: str | Path, *, require_texture: bool = False, max_bytes: int | None = None) -> Mesh:
     """Read a VRML 2.0 file with one textured IndexedFaceSet as a triangle ``Mesh``."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ScanError(path, f"cannot read: {err.strerror or err}") from err
-    return parse_vrml(data.decode("utf-8", errors="replace"), path, require_texture=require_texture)
+    return parse_vrml(read_limited(path, max_bytes), path, require_texture=require_texture)
 
 
-def parse_vrml(text: str, path: str | Path, *, require_texture: bool = False) -> Mesh:
-    """Parse VRML text; ``path`` names the file in errors and anchors the texture lookup.
+def parse_vrml(text: bytes | str, path: str | Path, *, require_texture: bool = False) -> Mesh:
+    """Parse VRML bytes (or text); ``path`` names the file in errors and anchors the texture lookup.
 
     Polygons are fan-triangulated; UVs stay per face-corner (``face_uv``) because BU-3DFE has
     more texture coordinates than vertices. A missing texture file leaves ``texture=None``
     unless ``require_texture``; a ``url`` pointing outside the scan folder is always an error.
     """
     path = Path(path)
-    head = text[:256].lstrip("\ufeff \t\r\n")[:64]
-    if not head.startswith("#VRML"):
-        raise ScanError(path, "not a VRML file (no '#VRML' header)")
-    if not head.startswith("#VRML V2.0"):
-        raise ScanError(path, f"unsupported VRML version {head.splitlines()[0]!r} (need V2.0)")
+    text = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    check_header(text[:256], path)
     blocks, skeleton = _split_blocks(text, path)
     # A cut file loses closing braces/brackets; counting them also catches a cut that falls
     # between two blocks, which block-wise parsing alone would read as "no texture coordinates".
     # The skeleton (text outside the number blocks) is a few hundred bytes, so this is cheap.
-    if skeleton.count("{") != skeleton.count("}") or skeleton.count("[") != skeleton.count("]"):
+    if skeleton.count(b"{") != skeleton.count(b"}") or skeleton.count(b"[") != skeleton.count(b"]"):
         raise ScanError(path, "truncated or malformed file: unbalanced braces or brackets")
-    if skeleton.count("coordIndex") > 1:
+    if skeleton.count(b"coordIndex") > 1:
         raise ScanError(path, "several IndexedFaceSets; only single-shape files are supported")
 
-    vertices = _numbers(blocks["coord point"], np.float64, path, "coord point")
+    vertices = _floats(blocks["coord point"], 3, path, "coord point")
     if vertices is None or vertices.size == 0:
         raise ScanError(path, "no vertices (missing or empty 'coord Coordinate { point [' block)")
     if vertices.size % 3:
         raise ScanError(path, f"coord point block holds {vertices.size} numbers, not x y z triples")
     vertices = vertices.reshape(-1, 3)
-    if not np.isfinite(vertices).all():
-        raise ScanError(path, "non-finite (NaN or inf) vertex coordinates")
+    check_values(vertices, path, "vertex coordinates")
 
     coord_index = _numbers(blocks["coordIndex"], np.int64, path, "coordIndex")
     if coord_index is None or coord_index.size == 0:
@@ -85,14 +78,13 @@ def parse_vrml(text: str, path: str | Path, *, require_texture: bool = False) ->
     faces = corners[positions]
 
     uv = face_uv = None
-    uv_values = _numbers(blocks["texCoord point"], np.float64, path, "texCoord point")
+    uv_values = _floats(blocks["texCoord point"], 2, path, "texCoord point")
     tex_index = _numbers(blocks["texCoordIndex"], np.int64, path, "texCoordIndex")
     if uv_values is not None and uv_values.size:
         if uv_values.size % 2:
             raise ScanError(path, f"texCoord point block holds {uv_values.size} numbers, not u v pairs")
         uv = uv_values.reshape(-1, 2)
-        if not np.isfinite(uv).all():
-            raise ScanError(path, "non-finite (NaN or inf) texture coordinates")
+        check_values(uv, path, "texture coordinates")
         if tex_index is None or tex_index.size == 0:
             uv_corners = corners  # VRML 2.0: without texCoordIndex, coordIndex indexes the UVs
         else:
@@ -114,66 +106,113 @@ def parse_vrml(text: str, path: str | Path, *, require_texture: bool = False) ->
     )
 
 
-def texture_url(text: str) -> str | None:
+def check_header(head: bytes, path: Path) -> None:
+    """The first bytes of a file must say VRML 2.0."""
+    head = head.lstrip(_BOM_AND_SPACE)[:64]
+    if not head.startswith(b"#VRML"):
+        raise ScanError(path, "not a VRML file (no '#VRML' header)")
+    if not head.startswith(b"#VRML V2.0"):
+        first = head.splitlines()[0].decode("utf-8", errors="replace")
+        raise ScanError(path, f"unsupported VRML version {first!r} (need V2.0)")
+
+
+def check_ends(head: bytes, tail: bytes, whole: bool, path: Path) -> str | None:
+    """The cheap checks of a frame that is not rendered (index.validate: sampled): VRML 2.0
+    header, a coordinate block (its opening in the head; every block when ``head`` is the
+    whole file), a scene that ends closed (a cut file ends inside a block). Returns the url."""
+    check_header(head[:256], path)
+    if whole:
+        blocks, _ = _split_blocks(head, path)
+        missing = [what for what in ("coord point", "coordIndex") if blocks[what] is None]
+        if missing:
+            raise ScanError(path, f"no {' or '.join(missing)} block")
+    elif _COORD_OPENING.search(head) is None:
+        raise ScanError(path, f"no 'coord Coordinate {{ point [' block in the first {len(head)} bytes")
+    if _last_statement(tail)[-1:] not in (b"}", b"]"):
+        raise ScanError(path, "truncated file: it does not end with the '}' or ']' that closes the scene")
+    return texture_url(head)
+
+
+def _last_statement(tail: bytes) -> bytes:
+    """The last line of ``tail`` that holds more than whitespace or a comment, stripped."""
+    for line in reversed(tail.splitlines()):
+        statement = line.split(b"#", 1)[0].strip()
+        if statement:
+            return statement
+    return b""
+
+
+def texture_url(text: bytes | str) -> str | None:
     """The first ``url "..."`` of a VRML text (the ImageTexture), or None."""
-    match = _find(text, _URL)
-    return match.group(1) if match else None
+    text = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    match = _URL.search(text)
+    return match.group(1).decode("utf-8", errors="replace") if match else None
 
 
-def _texture(text: str, path: Path, require_texture: bool) -> Path | None:
+def _texture(text: bytes, path: Path, require_texture: bool) -> Path | None:
     return scan_texture(path, texture_url(text), require_texture=require_texture, why_none="no texture url")
 
 
-def _find(text: str, opening: tuple[str, re.Pattern]) -> re.Match | None:
-    """First match of ``opening`` that starts a word (so 'coord' never matches 'texCoord')."""
-    keyword, pattern = opening
-    start = text.find(keyword)
-    while start >= 0:
-        if start == 0 or not (text[start - 1].isalnum() or text[start - 1] == "_"):
-            match = pattern.match(text, start)
-            if match is not None:
-                return match
-        start = text.find(keyword, start + 1)
-    return None
-
-
-def _split_blocks(text: str, path: Path) -> tuple[dict[str, str | None], str]:
-    """The four number blocks (None when absent) and the text outside them."""
-    blocks: dict[str, str | None] = {}
+def _split_blocks(text: bytes, path: Path) -> tuple[dict[str, bytes | None], bytes]:
+    """The four number blocks (the first of each kind; None when absent) and the text outside them."""
+    blocks: dict[str, bytes | None] = dict.fromkeys(_BLOCKS)
     spans = []
-    for what, opening in _BLOCKS.items():
-        match = _find(text, opening)
-        if match is None:
-            blocks[what] = None
+    position, previous, examined = text.find(b"["), 0, 0
+    while position >= 0 and None in blocks.values():
+        examined += 1
+        if examined > _MAX_BRACKETS:
+            raise ScanError(path, f"malformed file: over {_MAX_BRACKETS} '[' outside the number blocks "
+                                  "(a single-shape scan has a handful)")
+        # An opening holds no bracket, so it is looked for only after the previous one: each
+        # byte is matched against the openings once, however many brackets a file holds.
+        what = _opening(text, max(previous, position - _OPENING_BYTES), position)
+        if what is None or blocks[what] is not None:
+            previous, position = position + 1, text.find(b"[", position + 1)
             continue
-        end = text.find("]", match.end())
+        end = text.find(b"]", position + 1)
         if end < 0:
             raise ScanError(path, f"truncated file: {what} block has no closing ']'")
-        block = text[match.end() : end]
-        if "[" in block or "{" in block:
+        block = text[position + 1 : end]
+        if b"[" in block or b"{" in block:
             raise ScanError(path, f"truncated or malformed file: {what} block is not closed before the next block")
         blocks[what] = block
-        spans.append((match.end(), end))
+        spans.append((position + 1, end))
+        previous, position = end + 1, text.find(b"[", end)
     pieces, previous = [], 0
-    for start, end in sorted(spans):
+    for start, end in spans:
         pieces.append(text[previous:start])
         previous = end
     pieces.append(text[previous:])
-    return blocks, "".join(pieces)
+    return blocks, b"".join(pieces)
 
 
-def _numbers(block: str | None, dtype, path: Path, what: str) -> np.ndarray | None:
-    """The numbers of one block, commas and '#' comments counting as whitespace."""
+def _opening(text: bytes, start: int, bracket: int) -> str | None:
+    """The block that the '[' at ``bracket`` opens (its opening starting at or after ``start``), or None."""
+    window = text[start : bracket + 1]
+    for what, pattern in _BLOCKS.items():
+        if pattern.search(window):
+            return what
+    return None
+
+
+def _floats(block: bytes | None, width: int, path: Path, what: str) -> np.ndarray | None:
+    """The numbers of a float block: ``width`` per line through the C tokenizer when the block
+    has that layout (commas at line ends, no comments), else through ``_numbers``."""
     if block is None:
         return None
-    if "#" in block:
-        block = _COMMENT.sub(" ", block)
-    block = block.replace(",", " ")
-    if not block.strip():
-        # np.fromstring turns a whitespace-only string into [-1.]
-        return np.empty(0, dtype=dtype)
+    if b"#" not in block:
+        rows = numbers.float_rows(block.replace(b",", b" "), width)
+        if rows is not None:
+            return rows.reshape(-1)
+    return _numbers(block, np.float64, path, what)
+
+
+def _numbers(block: bytes | None, dtype, path: Path, what: str) -> np.ndarray | None:
+    """The numbers of one block in any layout, commas and '#' comments counting as whitespace."""
+    if block is None:
+        return None
     try:
-        return np.fromstring(block, dtype=dtype, sep=" ")
+        return numbers.general(block, dtype)
     except ValueError:
         kind = "integers" if dtype is np.int64 else "numbers"
         raise ScanError(path, f"{what} block holds something other than {kind}") from None
@@ -184,18 +223,20 @@ def _polygons(index: np.ndarray, path: Path, what: str) -> tuple[np.ndarray, np.
 
     The last polygon may lack its -1; repeated -1 (empty polygons) are dropped.
     """
-    if (index < -1).any():
+    if index.min() < -1:
         raise ScanError(path, f"negative index {int(index[index < -1][0])} in {what}")
     if index[-1] != -1:
         index = np.append(index, -1)
-    ends = np.flatnonzero(index == -1)
+    is_end = index == -1
+    ends = np.flatnonzero(is_end)
     lengths = np.diff(ends, prepend=-1) - 1
-    lengths = lengths[lengths > 0]
-    if (lengths < 3).any():
-        raise ScanError(path, f"{what} has a polygon with {int(lengths[lengths < 3][0])} corners (need >= 3)")
-    corners = index[index != -1]
-    if corners.size == 0:
+    if lengths.min() == 0:
+        lengths = lengths[lengths > 0]
+    if lengths.size == 0:
         raise ScanError(path, f"no polygons in {what}")
+    if lengths.min() < 3:
+        raise ScanError(path, f"{what} has a polygon with {int(lengths[lengths < 3][0])} corners (need >= 3)")
+    corners = index[~is_end]
     starts = np.cumsum(lengths) - lengths
     return corners, starts, lengths
 
@@ -203,11 +244,14 @@ def _polygons(index: np.ndarray, path: Path, what: str) -> tuple[np.ndarray, np.
 def _fan_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(T, 3) positions into the corner list: polygon (c0 .. cn) -> (c0, ck, ck+1), k = 1..n-1."""
     n_triangles = lengths - 2
-    polygon = np.repeat(np.arange(len(lengths)), n_triangles)
     first_triangle = np.cumsum(n_triangles) - n_triangles
-    k = np.arange(int(n_triangles.sum())) - first_triangle[polygon] + 1
-    base = starts[polygon]
-    return np.stack([base, base + k, base + k + 1], axis=1)
+    base = np.repeat(starts, n_triangles)
+    positions = np.empty((base.size, 3), dtype=np.int64)
+    positions[:, 0] = base
+    # ck = c0 + k, where k counts the polygon's triangles from 1
+    positions[:, 1] = base + np.arange(base.size) - np.repeat(first_triangle, n_triangles) + 1
+    positions[:, 2] = positions[:, 1] + 1
+    return positions
 
 
 def _check_range(indices: np.ndarray, count: int, path: Path, what: str, target: str) -> None:

@@ -3,21 +3,24 @@
 
 checkpoint index:
     input:
-        lambda w: raw_input(w.dataset),
+        index_input,
     output:
         manifest="results/{dataset}/manifest.csv",
         rejects="results/{dataset}/rejects.csv",
+        skipped="results/{dataset}/skipped.csv",  # written by `index` beside rejects.csv
     params:
         root=lambda w: dataset_root(w.dataset),
         settings=lambda w: as_json(index_settings(w.dataset)),
-    threads: lambda w: config["index"]["workers"]
+    threads: index_threads
     log:
         "logs/index/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/index/{dataset}.tsv"
     conda:
-        "../../envs/preprocess.yaml"
+        "../../envs/smile-vlm.yaml"
     message:
         "Indexing raw {wildcards.dataset} scans under {params.root}"
     shell:
         "{SMILE_VLM} index --dataset {wildcards.dataset} --root {params.root:q}"
-        " --settings {params.settings:q} --manifest {output.manifest}"
+        " --settings {params.settings:q} --workers {threads} --manifest {output.manifest}"
         " --rejects {output.rejects} > {log} 2>&1"
