@@ -2,8 +2,9 @@
 
 Approximate rank pooling follows Bilen et al., "Dynamic Image Networks for Action Recognition"
 (CVPR 2016; the authors' ``vl_nnarpooltemporal.m``); exact rank pooling follows Fernando et al.,
-"Rank Pooling for Action Recognition" (the public ``rank_pooling.py``). See
-``../shared/reference/method.md`` §4.
+"Rank Pooling for Action Recognition" (TPAMI 2017; the public ``rank_pooling.py``).
+``common_support`` gives all frames of a sequence one image support, so that pooling sees
+facial motion rather than each frame's crop edge.
 """
 
 from __future__ import annotations
@@ -61,6 +62,37 @@ def exact_rank_pooling(frames: np.ndarray, epsilon: float = 0.1, c: float = 1.0)
     )
     svr.fit(smoothed, steps)
     return svr.coef_.reshape(frames.shape[1:]).astype(np.float32)
+
+
+def common_support(inside: np.ndarray, erode_px: int = 1) -> np.ndarray:
+    """One image support for all frames: (T, ..., H, W) bool -> (..., H, W) bool.
+
+    The support is the region inside (the visible surface lies in the crop sphere) in EVERY
+    frame, with its holes filled, less ``erode_px`` pixels at its edge. Each pixel near the
+    support's edge is then surface in all frames or background in all frames, and rank pooling,
+    whose weights sum to zero, cancels whatever does not change; a pixel that is surface in
+    some frames only (the crop edge of a re-meshed scan, a jaw that leaves the sphere) would
+    pool into a bright or dark edge that is not facial motion. Holes are filled because they
+    are part of the face: a mouth that opens shows the head's interior or nothing, which is
+    motion to keep (the renderer draws those pixels as background in the frames where they are
+    not inside). The erosion takes off anti-aliased silhouette pixels, which mix surface and
+    background in proportions that change from frame to frame.
+    """
+    from scipy import ndimage
+
+    inside = np.asarray(inside, dtype=bool)
+    every_frame = inside.all(axis=0)
+    flat = every_frame.reshape(-1, *every_frame.shape[-2:])
+    support = []
+    for image in flat:
+        image = ndimage.binary_fill_holes(image)
+        support.append(ndimage.binary_erosion(image, iterations=erode_px) if erode_px > 0 else image)
+    return np.stack(support).reshape(every_frame.shape)
+
+
+def apply_support(images: np.ndarray, support: np.ndarray, background: int = 0) -> np.ndarray:
+    """Images (..., H, W, C) with the pixels outside ``support`` (..., H, W) set to ``background``."""
+    return np.where(support[..., None], images, np.asarray(background, dtype=images.dtype))
 
 
 def to_uint8(dynamic_image: np.ndarray) -> np.ndarray:

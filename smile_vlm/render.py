@@ -12,9 +12,11 @@ inside the unit sphere around the origin, facing +z.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,8 +24,16 @@ import numpy as np
 import pandas as pd
 
 from smile_vlm import atomic
-from smile_vlm.dynamic import approximate_rank_pooling, exact_rank_pooling, sample_frames, to_uint8
+from smile_vlm.dynamic import (
+    apply_support,
+    approximate_rank_pooling,
+    common_support,
+    exact_rank_pooling,
+    sample_frames,
+    to_uint8,
+)
 from smile_vlm.errors import ScanError
+from smile_vlm.glcheck import require_pyopengl
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
 
@@ -40,6 +50,11 @@ AMBIENT = [0.1, 0.1, 0.1]
 # (head-on) leaves a face almost uniformly bright, and expression relief (furrows, raised cheeks,
 # an open mouth) only shows as shading when the light grazes the surface.
 LIGHT_DIRECTION = (0.35, -0.55, -1.0)
+# Frames of a 4D sequence are cropped to this many crop radii (whole triangles), so that every
+# triangle that reaches into the crop sphere is drawn; the sphere itself is then cut per pixel
+# (``Renderer.render_with_support``). 1.25 covers triangles up to 0.25 radii (22 mm at 90 mm)
+# across the sphere's surface, far more than any scan's edge length.
+SEQUENCE_CROP_MARGIN = 1.25
 
 
 def nvidia_gpu_present() -> bool:
@@ -149,6 +164,7 @@ class Renderer:
         os.environ["LP_NUM_THREADS"] = str(int(settings.get("threads", 1)))
         self.last_mode: str | None = None  # the mode actually used for the last mesh (textured may fall back)
 
+        require_pyopengl(self.platform)  # an old PyOpenGL fails inside pyrender, saying nothing useful
         import pyrender  # only now: the platform is fixed
 
         self._pyrender = pyrender
@@ -158,6 +174,8 @@ class Renderer:
         camera_pose[2, 3] = self.camera_distance
         # the crop sphere (radius 1) exactly fills the frame height
         half_angle = np.arcsin(1.0 / self.camera_distance)
+        self._tan_half_fov = float(np.tan(half_angle))
+        self._pixel_radius2: np.ndarray | None = None
         self._near, self._far = self.camera_distance - 1.0, self.camera_distance + 1.0
         camera = pyrender.PerspectiveCamera(
             yfov=2.0 * half_angle, aspectRatio=1.0, znear=self._near * 0.99, zfar=self._far * 1.01
@@ -188,6 +206,16 @@ class Renderer:
 
     def render(self, mesh: Mesh) -> np.ndarray:
         """All views of one canonical mesh -> uint8 (V, H, W, 3). The mesh is uploaded once."""
+        return self.render_with_support(mesh)[0]
+
+    def render_with_support(self, mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+        """The views and, per view, the pixels whose visible surface lies inside the crop sphere.
+
+        Returns (uint8 (V, H, W, 3), bool (V, H, W)). The test is per pixel, on the surface point
+        the depth buffer holds, so the support's edge is where the surface meets the sphere and
+        does not depend on how the scan is triangulated (a crop that keeps whole triangles has
+        a jagged edge that changes with every re-meshed frame).
+        """
         pyrender = self._pyrender
         mode = self.mode
         if mode == "textured" and (mesh.texture is None or mesh.uv is None):
@@ -202,14 +230,32 @@ class Renderer:
 
         node = self._scene.add(self._pyrender_mesh(mesh, mode))
         images = np.zeros((len(self.views), self.image_size, self.image_size, 3), dtype=np.uint8)
+        inside = np.zeros((len(self.views), self.image_size, self.image_size), dtype=bool)
         try:
             for index, pose in enumerate(self._view_poses):
                 self._scene.set_pose(node, pose)
                 result = self.offscreen.render(self._scene, flags=flags)
-                images[index] = self._depth_to_image(result) if mode == "depth" else result[0][..., :3]
+                depth = result if mode == "depth" else result[1]
+                images[index] = self._depth_to_image(depth) if mode == "depth" else result[0][..., :3]
+                inside[index] = self._inside_crop_sphere(depth)
         finally:
             self._scene.remove_node(node)
-        return images
+        return images, inside
+
+    def _inside_crop_sphere(self, depth: np.ndarray) -> np.ndarray:
+        """Pixels whose surface point (from pyrender's linear eye depth) is within 1 of the origin.
+
+        Views rotate the mesh about the origin, so the distance needs no un-rotation: the point
+        at depth z on pixel (x, y) (normalised device coordinates) is (x t z, y t z, d - z) with
+        t = tan(half the field of view) and d the camera distance.
+        """
+        if self._pixel_radius2 is None or self._pixel_radius2.shape != depth.shape:
+            height, width = depth.shape
+            ys = 1.0 - 2.0 * (np.arange(height) + 0.5) / height
+            xs = 2.0 * (np.arange(width) + 0.5) / width - 1.0
+            self._pixel_radius2 = (xs[None, :] ** 2 + ys[:, None] ** 2) * self._tan_half_fov**2
+        distance2 = self._pixel_radius2 * depth**2 + (self.camera_distance - depth) ** 2
+        return (depth > 0) & (distance2 <= 1.0)
 
     def _pyrender_mesh(self, mesh: Mesh, mode: str):
         """The GPU-side mesh; normals only for shading (flat texture and depth ignore them)."""
@@ -375,6 +421,8 @@ def render_shard(
       keep_frames  also write each sampled frame's views as <sample_id>_f<frame>_v<view>.png (false)
       nose_smoothing  running-median window (frames) of the nose-tip track of a 4D sequence (5;
                    1 = centre every frame on its own estimate)
+    All frames of a 4D sequence share one image support per view (``dynamic.common_support``), so
+    the dynamic image holds facial motion and not the flicker of each frame's crop edge.
     Writes <sample_id>_v<view>.png, rejects.csv (path, reason) and, last, index.csv
     (sample_id, n_frames, images). mesh_reader / lm3_reader replace the readers (tests).
     """
@@ -387,6 +435,7 @@ def render_shard(
     smoothing = int(settings.get("nose_smoothing", 5))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
 
     manifest = pd.read_csv(manifest_csv, dtype=str, keep_default_na=False)
     rows = manifest[(manifest["dataset"] == dataset) & (manifest["subject"] == str(subject))].copy()
@@ -395,6 +444,7 @@ def render_shard(
     rejects: list[dict] = []
     index_rows: list[dict] = []
     n_untextured = 0
+    n_sequences = n_frames_rendered = 0
     with Renderer(settings) as renderer:
 
         def reject(error: Exception, path: str) -> None:
@@ -416,28 +466,29 @@ def render_shard(
                 reject(error, row.mesh_path)
                 return None
 
-        def render_mesh(mesh: Mesh, path: str) -> np.ndarray | None:
+        def render_mesh(mesh: Mesh, path: str, frame_of_sequence: bool = False):
+            """Views of a static scan, or (views, inside-sphere pixels) of a sequence's frame."""
             nonlocal n_untextured
             try:
-                mesh = canonicalize(mesh, settings)
+                mesh = canonicalize_wide(mesh, settings) if frame_of_sequence else canonicalize(mesh, settings)
             except Exception as error:
                 reject(error, path)
                 return None
             try:
                 # GL failures are not caught: a broken context would otherwise reject the whole dataset
-                views = renderer.render(mesh)
+                views, inside = renderer.render_with_support(mesh)
             except ScanError as error:
                 reject(error, path)
                 return None
             n_untextured += renderer.mode == "textured" and renderer.last_mode != "textured"
-            return views
+            return (views, inside) if frame_of_sequence else views
 
         def render_row(row) -> np.ndarray | None:
             mesh = load_row(row)
             return None if mesh is None else render_mesh(mesh, row.mesh_path)
 
         def render_sequence(chosen: pd.DataFrame) -> list[tuple[int, np.ndarray]]:
-            """Views of each readable frame, all centred on one smoothed nose-tip track.
+            """Views of each readable frame, centred on one smoothed nose-tip track, on one support.
 
             Two passes keep one mesh in memory at a time: the first reads only nose tips.
             """
@@ -461,11 +512,14 @@ def render_shard(
                 if mesh is None:
                     continue
                 mesh.landmarks["nose_tip"] = tip.astype(np.float32)
-                views = render_mesh(mesh, row.mesh_path)
+                result = render_mesh(mesh, row.mesh_path, frame_of_sequence=True)
                 mesh = None  # released before the next frame is read
-                if views is not None:
-                    rendered.append((row.frame, views))
-            return rendered
+                if result is not None:
+                    rendered.append((row.frame, *result))
+            if not rendered:
+                return []
+            support = common_support(np.stack([inside for _, _, inside in rendered]))
+            return [(frame, apply_support(views, support & inside)) for frame, views, inside in rendered]
 
         for sample_id, sample in rows.groupby("sample_id", sort=False):
             sample = sample.sort_values("frame", kind="stable")
@@ -486,6 +540,8 @@ def render_shard(
                 frames = np.stack([views for _, views in rendered])  # (T, V, H, W, 3)
                 views = np.stack([to_uint8(pool(frames[:, view])) for view in range(frames.shape[1])])
                 n_frames = len(rendered)
+                n_sequences += 1
+                n_frames_rendered += n_frames
             paths = [out_dir / f"{sample_id}_v{view}.png" for view in range(len(views))]
             for path, image in zip(paths, views):
                 atomic.save_image(path, image)
@@ -495,8 +551,31 @@ def render_shard(
 
     if n_untextured:
         log.warning("%s/%s: %d meshes had no texture and were rendered shaded", dataset, subject, n_untextured)
+    for reject_row in rejects:
+        log.warning("%s/%s: rejected %s: %s", dataset, subject, reject_row["path"], reject_row["reason"])
     atomic.write_csv(out_dir / "rejects.csv", pd.DataFrame(rejects, columns=["path", "reason"]))
     atomic.write_csv(out_dir / "index.csv", pd.DataFrame(index_rows, columns=["sample_id", "n_frames", "images"]))
+    n_views = sum(len(row["images"].split("|")) for row in index_rows)
+    log.info(
+        "%s/%s: %d of %d samples rendered (%d sequences from %d frames), %d views, %d rejects, %.1f s",
+        dataset, subject, len(index_rows), rows["sample_id"].nunique(), n_sequences, n_frames_rendered,
+        n_views, len(rejects), time.perf_counter() - started,
+    )
+
+
+def canonicalize_wide(mesh: Mesh, settings: dict) -> Mesh:
+    """``canonicalize`` with a crop of SEQUENCE_CROP_MARGIN radii, in the same unit-radius frame.
+
+    Whole triangles are kept as before, but out to beyond the crop sphere, so that the sphere
+    is then cut per pixel (``Renderer.render_with_support``) on a surface with no holes at it.
+    """
+    radius_mm = float(settings.get("radius_mm", 90.0))
+    wide = canonicalize(mesh, {**settings, "radius_mm": radius_mm * SEQUENCE_CROP_MARGIN})
+    return dataclasses.replace(
+        wide,
+        vertices=wide.vertices * np.float32(SEQUENCE_CROP_MARGIN),
+        landmarks={name: point * np.float32(SEQUENCE_CROP_MARGIN) for name, point in wide.landmarks.items()},
+    )
 
 
 def _pooling(name: str) -> Callable[[np.ndarray], np.ndarray]:

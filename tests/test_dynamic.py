@@ -104,3 +104,29 @@ def test_sample_frames_distinct_sorted_with_ends(n, k):
 def test_sample_frames_rejects_bad_arguments(n, k):
     with pytest.raises(ValueError):
         sample_frames(n, k)
+
+
+def test_common_support_is_inside_in_every_frame_then_eroded():
+    from smile_vlm.dynamic import common_support
+
+    inside = np.zeros((3, 2, 12, 12), dtype=bool)  # (T, V, H, W)
+    inside[:, :, 2:10, 2:10] = True
+    inside[1, 0, 2:10, 8:10] = False  # one frame of view 0 lacks two columns
+    support = common_support(inside, erode_px=0)
+    assert support.shape == (2, 12, 12)
+    assert support[0].sum() == 8 * 6 and support[1].sum() == 8 * 8
+    eroded = common_support(inside, erode_px=1)
+    assert eroded[0].sum() == 6 * 4 and eroded[1].sum() == 6 * 6
+    inside[2, 1, 5:7, 5:7] = False  # a hole (an open mouth) in one frame of view 1 stays supported
+    assert common_support(inside, erode_px=1)[1].sum() == 6 * 6
+
+
+def test_apply_support_sets_the_rest_to_background():
+    from smile_vlm.dynamic import apply_support
+
+    images = np.full((2, 4, 4, 3), 200, dtype=np.uint8)
+    support = np.zeros((2, 4, 4), dtype=bool)
+    support[:, 1:3, 1:3] = True
+    masked = apply_support(images, support)
+    assert masked.dtype == np.uint8 and masked.sum() == 2 * 4 * 3 * 200
+    assert (masked[:, 0] == 0).all()

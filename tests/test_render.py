@@ -391,3 +391,45 @@ def test_auto_backend_takes_egl_only_where_a_gpu_is(monkeypatch, gpu, expected):
     monkeypatch.setenv("PYOPENGL_PLATFORM", "glx")
     with pytest.raises(ValueError, match="osmesa"):
         select_gl_platform("auto")
+
+
+@pytest.mark.parametrize("plane_z", [0.0, 0.6])
+def test_support_is_the_crop_sphere_cut_per_pixel(depth_renderer, plane_z):
+    # a large plane z = plane_z meets the unit sphere in a circle of radius sqrt(1 - z^2), seen at
+    # eye depth DISTANCE - z; its disc of pixels is the support, however coarse the triangles
+    corners = np.array([[-3, -3, plane_z], [3, -3, plane_z], [3, 3, plane_z], [-3, 3, plane_z]])
+    _, inside = depth_renderer.render_with_support(Mesh(corners, [[0, 1, 2], [0, 2, 3]]))
+    focal_px = SIZE / 2 * np.sqrt(DISTANCE**2 - 1.0)  # the unit sphere fills the frame height
+    radius_px = focal_px * np.sqrt(1.0 - plane_z**2) / (DISTANCE - plane_z)
+    assert inside[0].sum() == pytest.approx(np.pi * radius_px**2, rel=0.02)
+    rows, cols = np.nonzero(inside[0])
+    assert abs(rows.mean() - (SIZE - 1) / 2) < 0.5 and abs(cols.mean() - (SIZE - 1) / 2) < 0.5
+
+
+def test_wide_crop_keeps_the_unit_radius_frame():
+    from smile_vlm.normalize import canonicalize
+    from smile_vlm.render import SEQUENCE_CROP_MARGIN, canonicalize_wide
+
+    shape = trimesh.creation.icosphere(subdivisions=3, radius=100.0)
+    mesh = Mesh(shape.vertices, shape.faces, landmarks={"nose_tip": np.array([0.0, 0.0, 100.0])})
+    narrow, wide = canonicalize(mesh, {"radius_mm": 90.0}), canonicalize_wide(mesh, {"radius_mm": 90.0})
+    assert wide.n_faces > narrow.n_faces  # triangles beyond the sphere are kept...
+    radii = np.linalg.norm(wide.vertices, axis=1)
+    assert radii.max() <= SEQUENCE_CROP_MARGIN + 1e-6 and radii.max() > 1.0
+    # ...in the same frame: a vertex kept by both sits at the same place
+    common = narrow.vertices[np.argmax(narrow.vertices[:, 2])]
+    assert np.min(np.linalg.norm(wide.vertices - common, axis=1)) < 1e-6
+    np.testing.assert_allclose(wide.landmarks["nose_tip"], 0.0, atol=1e-6)
+
+
+def test_render_shard_logs_what_it_did(tmp_path, caplog):
+    rows = [manifest_row("A_seq", "A", f, write_ball(tmp_path / f"f{f}.obj", 30.0 + 5.0 * f), "seq") for f in range(3)]
+    rows += [manifest_row("A_static", "A", 0, write_ball(tmp_path / "s.obj", 40.0)),
+             manifest_row("A_broken", "A", 0, str(tmp_path / "absent.obj"))]
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    with caplog.at_level("INFO", logger="smile_vlm.render"):
+        render_shard(tmp_path / "manifest.csv", "toy", "A", tmp_path / "out", {"size": 32},
+                     mesh_reader=read_mesh_for_tests)
+    text = caplog.text
+    assert "toy/A: 2 of 3 samples rendered (1 sequences from 3 frames), 6 views, 1 rejects" in text
+    assert "rejected " + str(tmp_path / "absent.obj") in text
