@@ -13,8 +13,13 @@ Multi-label (4DME, five binary labels): the scores are turned into label sets by
 
 * ``"above_uniform"`` (default): p = softmax(scale * scores); a class is predicted when
   p_k >= 1/K, i.e. more likely than under a uniform guess. The argmax is always predicted, so every
-  sample gets at least one label. ``scale`` = 100 is CLIP's zero-shot logit scale for cosines.
+  sample gets at least one label.
 * a number t: the class is predicted when p_k >= t (plus the argmax).
+
+``scale`` is the logit scale the model was trained with, 1/tau of its loss settings (tau = 0.07:
+14.29), read from the checkpoint, never a setting of the evaluation: the label sets change with
+the scale, and only the training scale is the one the scores were shaped for. Each evaluation
+JSON records the rule and the scale under ``multilabel_decision``.
 
 Per class: F1 and accuracy (TP + TN) / N of the binary decision; the JSON also holds their
 averages over classes (the paper's Table V reports per-class F1 and accuracy and their average).
@@ -38,6 +43,8 @@ trains on the training store (recorded in model.pt) with the trained classes as 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -45,13 +52,15 @@ from smile_vlm import atomic
 from smile_vlm.augment import Augmenter
 from smile_vlm.errors import ScanError
 from smile_vlm.folds import fold_samples, fold_subjects, read_folds, resolve_protocol
+from smile_vlm.losses import CLIP_TEMPERATURE
 from smile_vlm.train import FoldTargets, build_text_bank, image_input, load_trained, resolve_settings, select_device
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_EVALUATE = {
     "linear_probe": True,  # also fit the logistic-regression probe on frozen fused embeddings
     "batch_size": 64,  # inference batch
-    "multilabel_rule": "above_uniform",  # or a probability threshold in (0, 1)
-    "score_scale": 100.0,  # softmax scale applied to the cosine scores (CLIP zero-shot)
+    "multilabel_rule": "above_uniform",  # or a probability threshold in (0, 1), at the training scale 1/tau
     "probe_c": 1.0,  # inverse L2 regularisation strength of the probe
     "single_view": True,  # also score each view alone (the others masked out of the fusion): Table V
 }
@@ -89,7 +98,7 @@ def macro_f1(per_class: np.ndarray) -> float:
     return float(defined.mean()) if defined.size else float("nan")
 
 
-def multilabel_predictions(scores, rule="above_uniform", scale: float = 100.0) -> np.ndarray:
+def multilabel_predictions(scores, rule="above_uniform", scale: float = 1 / CLIP_TEMPERATURE) -> np.ndarray:
     """(N, K) bool label sets from (N, K) scores (see the module doc for the rule)."""
     scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
     probabilities = torch.softmax(scale * scores, dim=1).numpy()
@@ -198,14 +207,23 @@ def _embed(model, dataset, augmenter: Augmenter, class_emb, device, batch_size: 
             torch.cat(labels).numpy(), view_scores)
 
 
-def zero_shot_metrics(scores, labels, classes: list[str], multi_label: bool, options: dict) -> dict:
+def decision_scale(model) -> float:
+    """The logit scale the model was trained with: 1/tau of its loss settings (Eq. 6)."""
+    return 1.0 / float(model.loss_settings["tau"])
+
+
+def zero_shot_metrics(scores, labels, classes: list[str], multi_label: bool, options: dict,
+                      scale: float | None = None) -> dict:
     """The zero-shot metrics of one set of class scores (multi-view, or one view alone).
 
     Single-label: accuracy, macro_f1, per_class_f1, confusion. Multi-label: per_class_f1,
-    per_class_accuracy, average_f1, average_accuracy (macro_f1 / accuracy repeat the averages).
+    per_class_accuracy, average_f1, average_accuracy (macro_f1 / accuracy repeat the averages),
+    the label sets decided by ``options["multilabel_rule"]`` at ``scale`` (the training 1/tau).
     """
     if multi_label:
-        predicted = multilabel_predictions(scores, options["multilabel_rule"], options["score_scale"])
+        if scale is None:
+            raise ValueError("a multi-label decision needs the training logit scale 1/tau")
+        predicted = multilabel_predictions(scores, options["multilabel_rule"], scale)
         metrics = multilabel_metrics(np.asarray(labels, dtype=bool), predicted)
         return {
             "per_class_f1": dict(zip(classes, metrics["per_class_f1"].tolist())),
@@ -262,6 +280,9 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
 
     resolved = resolve_settings(settings)
     options = {**DEFAULT_EVALUATE, **resolved["evaluate"]}
+    if "score_scale" in options:
+        raise ValueError("evaluate.score_scale is no longer a setting: the multi-label decision uses the "
+                         "model's training logit scale 1/tau; remove it from the config")
     unknown = set(options) - set(DEFAULT_EVALUATE)
     if unknown:
         raise ValueError(f"unknown evaluate settings {sorted(unknown)}")
@@ -280,6 +301,8 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
 
     model, saved = load_trained(checkpoint, device)
     _check_compatible(saved, store_attrs, multi_label, checkpoint, store_path)
+    folds = read_folds(folds_csv)
+    check_same_fold(saved, _asked(resolved, repeat, fold, split, folds, saved, store_path, train_store), checkpoint)
     trained = list(saved["classes"])
     classes = prediction_classes(protocol, split, trained, checkpoint)
     targets = FoldTargets(split["store_classes"], classes, multi_label)
@@ -293,9 +316,12 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
                   batch_size, targets, single_view=bool(options["single_view"]))
     test_fused, test_weights, test_scores, test_labels, view_scores = test
 
-    folds = read_folds(folds_csv)
+    scale = decision_scale(model)
+    prompts_source = saved["settings"]["prompts"]["source"]
     result = {
         "k": _job_number(folds, repeat, fold),
+        "experiment": resolved["experiment"],
+        "prompts_source": prompts_source, "supervision": model.supervision(prompts_source),
         "repeat": int(repeat), "fold": int(fold), "checkpoint": str(checkpoint),
         "variant": (variant or {}).get("name") or saved["variant"].get("name"),
         "classes": classes, "views": list(store_attrs["views"]), "multi_label": multi_label,
@@ -308,13 +334,19 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
         train_dataset = saved.get("train_dataset")
         result.update({"train_dataset": train_dataset, "test_dataset": split["dataset"], "trained_classes": trained,
                        "train_subjects": fold_subjects(folds, repeat, fold, train_dataset)["train"]})
-    result.update(zero_shot_metrics(test_scores, test_labels, classes, multi_label, options))
+    if multi_label:
+        result["multilabel_decision"] = {"rule": options["multilabel_rule"], "scale": scale,
+                                         "scale_source": f"training 1/tau, tau = {1 / scale:g}"}
+    result.update(zero_shot_metrics(test_scores, test_labels, classes, multi_label, options, scale))
     membership = test_labels.astype(bool) if multi_label else np.eye(len(classes), dtype=bool)[test_labels]
 
-    weights = view_weights_per_class(test_weights, membership)
-    result["view_weights"] = {name: row.tolist() for name, row in zip(classes, weights)}
+    # Only learned fusion weights say which view a class relies on (FACET's CVSA pools uniformly).
+    result["view_weights"] = None
+    if model.learns_view_weights:
+        weights = view_weights_per_class(test_weights, membership)
+        result["view_weights"] = {name: row.tolist() for name, row in zip(classes, weights)}
     if view_scores is not None:
-        result["single_view"] = {name: zero_shot_metrics(scores, test_labels, classes, multi_label, options)
+        result["single_view"] = {name: zero_shot_metrics(scores, test_labels, classes, multi_label, options, scale)
                                  for name, scores in zip(view_names(list(store_attrs["views"])), view_scores)}
 
     result["linear_probe_accuracy"] = None
@@ -328,7 +360,56 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
                                                 float(options["probe_c"]), seed)
 
     atomic.write_json(out_json, _nan_to_none(result))
+    LOG.info("%s fold %s (%s, %d test samples): zero-shot accuracy %.2f %%, macro-F1 %.4f, linear probe %s",
+             result["variant"], result["k"], result["supervision"], result["n_test"], 100 * result["accuracy"],
+             result["macro_f1"], "n/a" if result["linear_probe_accuracy"] is None
+             else f"{100 * result['linear_probe_accuracy']:.2f} %")
     return result
+
+
+def _asked(resolved: dict, repeat: int, fold: int, split: dict, folds, saved: dict, store_path, train_store) -> dict:
+    """What this evaluation needs the model to have been trained for (compared by check_same_fold)."""
+    from smile_vlm.store import open_store
+
+    asked = {"experiment": resolved["experiment"], "repeat": int(repeat), "fold": int(fold)}
+    if split["cross"]:
+        asked["train_subjects"] = fold_subjects(folds, repeat, fold, saved.get("train_dataset"))["train"]
+        if train_store is not None:
+            asked["store_settings_hash"] = str(open_store(train_store).attrs["settings_hash"])
+    else:
+        asked["classes"] = list(split["train_classes"])
+        asked["train_subjects"] = split["train_subjects"]
+        asked["store_settings_hash"] = str(open_store(store_path).attrs["settings_hash"])
+    asked["train_subjects"] = sorted(str(s) for s in asked["train_subjects"])
+    return asked
+
+
+def check_same_fold(saved: dict, asked: dict, checkpoint) -> None:
+    """Refuse a model trained for another experiment, repeat, fold, class list, training subjects
+    or store: its test subjects may be this fold's training subjects, and the number would look
+    clean. One line names both sides."""
+    trained = {key: saved.get(key) for key in asked}
+    if "train_subjects" in trained and trained["train_subjects"] is not None:
+        trained["train_subjects"] = sorted(str(s) for s in trained["train_subjects"])
+    differ = [key for key in asked if trained[key] != asked[key]]
+    if differ:
+        raise ScanError(checkpoint, f"trained for {_describe(trained, differ)}, but this evaluation is "
+                                    f"{_describe(asked, differ)} (differs in {', '.join(differ)}); "
+                                    "evaluate it with its own fold's inputs")
+
+
+def _describe(run: dict, differ: list[str]) -> str:
+    text = f"experiment {run['experiment']!r} repeat {run['repeat']} fold {run['fold']}"
+    for key in differ:
+        if key in ("experiment", "repeat", "fold"):
+            continue
+        value = run[key]
+        if key == "store_settings_hash" and isinstance(value, str):
+            value = value[:12]
+        if key == "train_subjects" and isinstance(value, list):
+            value = f"({len(value)}: {', '.join(value[:4])}{', ...' if len(value) > 4 else ''})"
+        text += f", {key} {value}"
+    return text
 
 
 def _check_compatible(saved: dict, store_attrs, multi_label: bool, checkpoint, store_path) -> None:

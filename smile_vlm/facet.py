@@ -13,8 +13,18 @@ only trainable maps applied to the text embeddings (inside MTGF); they are part 
 
 Variant keys (``variant["facet"]``, or ``variant["loss"]`` for the loss ones), defaults in
 FACET_DEFAULTS: ``cvsa`` and ``mtgf`` (bool ablation switches), ``heads``,
-``consistency_weight`` (0 disables), ``consistency`` ("sym_kl" | "cosine"), ``ce_weight``,
+``consistency_weight`` (0 disables), ``consistency`` ("sym_kl" | "cosine"), ``ce_weight``, ``mtgf_align_weight``,
 ``vl_align_weight``, ``mv_bt_weight``, ``lambd_mv_bt``, ``tau``.
+
+Supervision (``FacetVLM.supervision`` names it in every table row). With ``ce_weight`` > 0 the
+main term is a cross-entropy on the class labels over the MTGF prompt scores: direct supervision,
+which the abstract does not list (workflow variant ``facet_vlm_supervised``). With ``ce_weight: 0``
+and ``mtgf_align_weight: 1`` (variant ``facet_vlm_prompt``) the training signal is of SMILE-VLM's
+kind: InfoNCE (SMILE-VLM Eq. 6) against one prompt per sample chosen by its class, on the views,
+the pooled embedding and the MTGF scores, plus the label-free consistency loss. (Without the MTGF
+term nothing would train MTGF, which computes the zero-shot scores.)
+With ``prompts.source: pseudo`` the cross-entropy, like the prompts, uses the model's own
+zero-shot pseudo-labels (train.py), so no true label reaches training.
 """
 
 from __future__ import annotations
@@ -24,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smile_vlm.losses import (BARLOW_TWINS_LAMBDA, CLIP_TEMPERATURE, multiview_consistency_loss, mv_bt_loss,
-                              prompt_classification_loss, vl_align_loss)
-from smile_vlm.model import MultiviewEncoder, check_view_mask, masked_mean
+                              prompt_classification_loss, prompt_contrastive_loss, vl_align_loss)
+from smile_vlm.model import MultiviewEncoder, check_view_mask, describe_supervision, masked_mean, running_stats_frozen
 
 FACET_DEFAULTS = {
     "cvsa": True,  # cross-view self-attention before pooling; False: plain mean over views
@@ -33,13 +43,17 @@ FACET_DEFAULTS = {
     "heads": 4,  # attention heads of CVSA and MTGF (the embedding size must be divisible by it)
     "consistency": "sym_kl",  # "sym_kl" between per-view class posteriors, or "cosine" between views
     "consistency_weight": 1.0,  # 0 disables the consistency loss
-    "ce_weight": 1.0,  # cross-entropy over the MTGF prompt similarities
+    "ce_weight": 1.0,  # cross-entropy on the class labels over the MTGF prompt similarities
+    # InfoNCE of the MTGF scores against the batch's per-sample prompts (SMILE-VLM Eq. 6 with the
+    # text-guided fusion as similarity): trains MTGF, which makes the zero-shot scores, without CE
+    "mtgf_align_weight": 0.0,
     "vl_align_weight": 1.0,  # Eq. 6 of SMILE-VLM on the views and the pooled embedding (0 disables)
     "mv_bt_weight": 0.0,  # optional SMILE-VLM Eq. 1-4 on the two augmentations (0: not computed)
     "lambd_mv_bt": BARLOW_TWINS_LAMBDA,
     "tau": CLIP_TEMPERATURE,
 }
-_LOSS_KEYS = ("consistency", "consistency_weight", "ce_weight", "vl_align_weight", "mv_bt_weight", "lambd_mv_bt", "tau")
+_LOSS_KEYS = ("consistency", "consistency_weight", "ce_weight", "mtgf_align_weight", "vl_align_weight", "mv_bt_weight",
+              "lambd_mv_bt", "tau")
 
 
 class CrossViewSemanticAggregation(nn.Module):
@@ -94,6 +108,10 @@ class MultiviewTextGuidedFusion(nn.Module):
 class FacetVLM(nn.Module):
     """FACET-VLM (interpretation): shared encoder, CVSA, MTGF, consistency loss; switches in ``options``."""
 
+    # CVSA pools its view tokens with a plain masked mean: the weights ``fuse`` returns are uniform
+    # by construction, so they are left out of the view-weight figure (evaluate.py).
+    learns_view_weights = False
+
     def __init__(self, encoder: MultiviewEncoder, n_views: int, options: dict | None = None):
         super().__init__()
         options = {**FACET_DEFAULTS, **(options or {})}
@@ -109,6 +127,11 @@ class FacetVLM(nn.Module):
     def preprocess(self, images: Tensor) -> Tensor:
         return self.encoder.preprocess(images)
 
+    def supervision(self, prompts_source: str) -> str:
+        options = self.loss_settings
+        prompts = bool(options["vl_align_weight"] or options["mtgf_align_weight"])
+        return describe_supervision(prompts_source, bool(options["ce_weight"]), prompts)
+
     def encode_views(self, images: Tensor) -> Tensor:
         return self.encoder(images)
 
@@ -123,14 +146,24 @@ class FacetVLM(nn.Module):
         _, pooled, weights, _ = self._aggregate(z, mask)
         return pooled, weights
 
-    def _scores(self, z: Tensor, class_emb: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
+    def _scores(self, z: Tensor, class_emb: Tensor, mask: Tensor | None, prompt_emb: Tensor | None = None
+                ) -> dict[str, Tensor]:
+        """Scores against the class embeddings; with ``prompt_emb`` (P, D) also ``prompt_scores``
+        (B, P), the same text-guided scoring against other texts (the batch's prompts)."""
         tokens, pooled, weights, mask = self._aggregate(z, mask)
         out = {"z_views": z, "z_fused": pooled, "weights": weights}
-        if self.mtgf is None:
-            out["scores"] = F.normalize(pooled.float(), dim=-1) @ F.normalize(class_emb.float(), dim=-1).T
-        else:
-            out["scores"], out["class_fused"], out["view_attention"] = self.mtgf(tokens, class_emb, mask)
+        out["scores"] = self._text_scores(tokens, pooled, class_emb, mask, out)
+        if prompt_emb is not None:
+            out["prompt_scores"] = self._text_scores(tokens, pooled, prompt_emb, mask)
         return out
+
+    def _text_scores(self, tokens: Tensor, pooled: Tensor, text: Tensor, mask: Tensor, out: dict | None = None) -> Tensor:
+        if self.mtgf is None:
+            return F.normalize(pooled.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
+        scores, fused, attention = self.mtgf(tokens, text, mask)
+        if out is not None:
+            out["class_fused"], out["view_attention"] = fused, attention
+        return scores
 
     def forward(self, images: Tensor, mask: Tensor | None = None, class_emb: Tensor | None = None) -> dict[str, Tensor]:
         """``z_views``, ``z_fused``, ``weights``; with ``class_emb`` also ``scores`` (B, K) (+ MTGF outputs)."""
@@ -146,8 +179,12 @@ class FacetVLM(nn.Module):
     def training_losses(self, batch_views_a: Tensor, batch_views_b: Tensor, clean_views: Tensor | None,
                         text_emb: Tensor, class_emb: Tensor, labels: Tensor, settings: dict | None = None,
                         mask: Tensor | None = None) -> dict[str, Tensor]:
-        """ce_weight CE(MTGF scores / tau, labels) + vl_align_weight L_vl-align(views, pooled, text_emb)
-        + consistency_weight L_cons + mv_bt_weight L_mv-bt. Terms with weight 0 are not computed.
+        """ce_weight CE(MTGF scores / tau, labels) + mtgf_align_weight L_mtgf-align + vl_align_weight
+        L_vl-align(views, pooled, text_emb) + consistency_weight L_cons + mv_bt_weight L_mv-bt. Terms
+        with weight 0 are not computed.
+
+        L_mtgf-align is SMILE-VLM's Eq. 6 InfoNCE with MTGF as the similarity: sample b's fusion
+        queried by its own prompt t_b must score higher than by the batch's other prompts t_j.
 
         The classification views are ``clean_views`` or, when None, augmentation A.
         ``settings["gather"]`` (DDP) concatenates batch-first tensors over ranks before the losses.
@@ -157,18 +194,30 @@ class FacetVLM(nn.Module):
         gather = settings.get("gather") or (lambda tensor: tensor)
         tau = options["tau"]
         views = clean_views if clean_views is not None else batch_views_a
-        out = {key: gather(value) for key, value in self._scores(self.encode_views(views), class_emb, mask).items()}
+        batch_prompts = gather(text_emb)
+        # Each rank scores its own samples against the prompts of the global batch (rows gathered).
+        local = self._scores(self.encode_views(views), class_emb, mask,
+                             batch_prompts if options["mtgf_align_weight"] else None)
+        out = {key: gather(value) for key, value in local.items()}
         mask = None if mask is None else gather(mask)
         zero = out["scores"].new_zeros(())
         terms = {
             "ce": prompt_classification_loss(out["scores"], gather(labels), tau) if options["ce_weight"] else zero,
-            "vl_align": vl_align_loss(out["z_views"], out["z_fused"], gather(text_emb), tau, mask)
+            "mtgf_align": prompt_contrastive_loss(out["prompt_scores"], tau) if options["mtgf_align_weight"] else zero,
+            "vl_align": vl_align_loss(out["z_views"], out["z_fused"], batch_prompts, tau, mask)
             if options["vl_align_weight"] else zero,
             "consistency": multiview_consistency_loss(out["z_views"], class_emb, tau, mask, options["consistency"])
             if options["consistency_weight"] else zero,
-            "mv_bt": mv_bt_loss(gather(self.encode_views(batch_views_a)), gather(self.encode_views(batch_views_b)),
-                                options["lambd_mv_bt"]) if options["mv_bt_weight"] else zero,
+            "mv_bt": self._mv_bt(batch_views_a, batch_views_b, gather, options["lambd_mv_bt"])
+            if options["mv_bt_weight"] else zero,
         }
-        terms["total"] = (options["ce_weight"] * terms["ce"] + options["vl_align_weight"] * terms["vl_align"]
+        terms["total"] = (options["ce_weight"] * terms["ce"] + options["mtgf_align_weight"] * terms["mtgf_align"]
+                          + options["vl_align_weight"] * terms["vl_align"]
                           + options["consistency_weight"] * terms["consistency"] + options["mv_bt_weight"] * terms["mv_bt"])
         return terms
+
+    def _mv_bt(self, views_a: Tensor, views_b: Tensor, gather, lambd: float) -> Tensor:
+        # The classification pass above already updated the BatchNorm running statistics.
+        with running_stats_frozen(self):
+            z_a, z_b = self.encode_views(views_a), self.encode_views(views_b)
+        return mv_bt_loss(gather(z_a), gather(z_b), lambd)

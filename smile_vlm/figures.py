@@ -197,8 +197,14 @@ def view_weights_size(n_classes: int, n_panels: int = 1) -> tuple[float, float]:
 
 
 def view_weights_figure(evals, out_png) -> None:
-    """Per class, the mean fusion weight of each view with its spread over folds (one panel per variant)."""
-    frame = view_weight_frame(load_evaluations(evals))
+    """Per class, the mean fusion weight of each view with its spread over folds (one panel per variant).
+
+    Variants whose fusion weights are not learned (FACET-VLM's CVSA pools with a plain mean; their
+    evaluations hold ``view_weights: null``) get no panel; the title names them.
+    """
+    results = load_evaluations(evals)
+    frame = view_weight_frame(results)
+    fixed = list(dict.fromkeys(str(r["variant"]) for r in results if r.get("view_weights") is None))
     summary = view_weight_summary(frame)
     variants = list(dict.fromkeys(frame["variant"]))
     classes = list(dict.fromkeys(frame["class"]))
@@ -226,7 +232,10 @@ def view_weights_figure(evals, out_png) -> None:
         mine = summary[summary.variant == variant]
         # headroom above the tallest bar for the legend; weights are fractions of 1
         ax.set_ylim(0, min(1.05, max(2.0 / len(views), float((mine["mean"] + mine["std"]).max()) * 1.35)))
-    figure.suptitle("Learned view weights per class")
+    title = "Learned view weights per class"
+    if fixed:
+        title += f"\n(no learned view weights, not shown: {', '.join(fixed)})"
+    figure.suptitle(title)
     _save(figure, out_png)
 
 

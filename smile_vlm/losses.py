@@ -274,3 +274,14 @@ def prompt_classification_loss(scores: Tensor, labels: Tensor, tau: float = CLIP
     if not keep.any():
         return logits.new_zeros(())
     return F.cross_entropy(logits[keep], labels[keep].long())
+
+
+@full_precision
+def prompt_contrastive_loss(prompt_scores: Tensor, tau: float = CLIP_TEMPERATURE) -> Tensor:
+    """InfoNCE over the batch's prompts (the image-to-text direction of Eq. 6 of SMILE-VLM) for a
+    precomputed similarity: ``prompt_scores`` (B, B), entry (b, j) = similarity of sample b to the
+    prompt drawn for sample j; the diagonal holds the positives. Mean over the B samples."""
+    if prompt_scores.dim() != 2 or prompt_scores.shape[0] != prompt_scores.shape[1]:
+        raise ValueError(f"prompt scores must be (B, B), got {tuple(prompt_scores.shape)}")
+    targets = torch.arange(prompt_scores.shape[0], device=prompt_scores.device)
+    return F.cross_entropy(prompt_scores.float() / tau, targets)

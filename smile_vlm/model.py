@@ -13,11 +13,15 @@ Interface shared by SMILE-VLM and FACET-VLM (used by the trainer and the evaluat
   settings, mask=None) -> {"total", <named terms>}``.
 * ``class_scores(images, class_emb, mask=None) -> (B, K)`` cosine similarities (zero-shot scores).
 * ``preprocess(images01 (B, V, 3, H, W)) -> normalised input`` of the vision encoder.
+* ``supervision(prompts_source) -> str``: what reached training from the labels (tables print it).
+* ``learns_view_weights``: whether ``fuse``'s weights are learned (else they carry no information).
 
 ``mask`` is a (B, V) bool tensor, True where the view exists; every sample needs one view.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +52,24 @@ VARIANT_DEFAULTS = {
 }
 
 
+def describe_supervision(prompts_source: str, cross_entropy: bool, prompts: bool) -> str:
+    """The supervision a row of a table was trained with, in words.
+
+    ``prompts``: a loss compares images with per-sample prompts (vl-align, red-min), whose class
+    is the label (``prompts.source: label``) or the model's own zero-shot pseudo-label
+    (``pseudo``). ``cross_entropy``: a classification loss on those same classes.
+    """
+    pseudo = prompts_source == "pseudo"
+    parts = []
+    if cross_entropy:
+        parts.append("cross-entropy on pseudo-labels" if pseudo else "cross-entropy on labels")
+    if prompts:
+        parts.append("pseudo-label prompts" if pseudo else "class prompts")
+    if not parts:
+        return "none (label-free)"
+    return " + ".join(parts) + (" (label-free)" if pseudo else " (labels)")
+
+
 def check_view_mask(mask: Tensor | None, batch: int, n_views: int, device) -> Tensor:
     """A (B, V) bool mask (all True when None); every sample must keep at least one view."""
     if mask is None:
@@ -58,6 +80,29 @@ def check_view_mask(mask: Tensor | None, batch: int, n_views: int, device) -> Te
     if not mask.any(dim=1).all():
         raise ValueError("every sample needs at least one view present in the view mask")
     return mask
+
+
+@contextlib.contextmanager
+def running_stats_frozen(module: nn.Module, frozen: bool = True):
+    """Inside, BatchNorm layers still normalise with the batch statistics (training mode) but do
+    not update their running mean and variance.
+
+    Why: evaluation normalises with the running statistics, and it sees clean views (resized and
+    normalised, no augmentation). So only the forward pass on the views the alignment terms use
+    (the clean views, or augmentation A when ``train.align_on`` is "augmented") updates them; the
+    extra augmented passes of mv-bt (Eq. 1) would otherwise pull them toward the statistics of
+    cropped, colour-jittered images that evaluation never sees, and would advance them two or
+    three times per step.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
+    saved = [layer.track_running_stats for layer in layers]
+    for layer in layers:
+        layer.track_running_stats = False  # BatchNorm then passes no running buffers to F.batch_norm
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, saved):
+            layer.track_running_stats = value
 
 
 def masked_mean(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -126,6 +171,8 @@ class ViewAwareFusion(nn.Module):
 class SmileVLM(nn.Module):
     """SMILE-VLM: shared encoder and projector per view, view-aware fusion, trained with Eq. 10."""
 
+    learns_view_weights = True  # Eq. 7's softmax weights
+
     def __init__(self, encoder: MultiviewEncoder, n_views: int, fusion_hidden: int = 128, loss_settings: dict | None = None):
         super().__init__()
         self.encoder = encoder
@@ -169,7 +216,11 @@ class SmileVLM(nn.Module):
         gather = (settings or {}).get("gather") or _identity
         z_a = z_b = None
         if options["alpha"]:
-            z_a, z_b = self.encode_views(batch_views_a), self.encode_views(batch_views_b)
+            # Running BatchNorm statistics come from the alignment views only (running_stats_frozen).
+            with running_stats_frozen(self, frozen=clean_views is not None):
+                z_a = self.encode_views(batch_views_a)
+            with running_stats_frozen(self):
+                z_b = self.encode_views(batch_views_b)
         if clean_views is not None:
             z_views = self.encode_views(clean_views)
         else:
@@ -181,6 +232,11 @@ class SmileVLM(nn.Module):
             z_a, z_b = gather(z_a), gather(z_b)
         mask = None if mask is None else gather(mask)
         return smile_vlm_loss(z_a, z_b, gather(z_views), gather(z_fused), gather(text_emb), view_mask=mask, **options)
+
+    def supervision(self, prompts_source: str) -> str:
+        """Labels reach SMILE-VLM only through the prompts of vl-align (Eq. 6) and red-min (Eq. 8)."""
+        options = self.loss_settings
+        return describe_supervision(prompts_source, False, bool(options["beta"] or options["gamma"]))
 
     def _options(self, settings: dict | None) -> dict:
         settings = settings or {}

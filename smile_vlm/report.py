@@ -9,6 +9,11 @@ Multi-label experiments (4DME, Table V): ``f1_<class>`` and ``accuracy_<class>``
 ``f1_average`` and ``accuracy_average`` (the paper's per-class F1 / accuracy of each binary
 decision and their average over classes), and ``linear_probe_accuracy``.
 
+Every row names its training signal: ``prompts`` (the prompts source, ``label`` or ``pseudo``)
+and ``supervision`` (``model.supervision``: e.g. "class prompts (labels)", "cross-entropy on
+labels + class prompts (labels)", "pseudo-label prompts (label-free)"). Multi-label tables add
+``decision``: the rule and logit scale that turned scores into label sets (evaluate.py).
+
 An evaluation JSON may carry ``single_view: {view name: metrics}`` (the model fed one view
 alone); each view then gets its own method ``"<variant> (<view> only)"`` beside the multi-view
 rows, like the paper's left/right/front rows of Table V.
@@ -16,8 +21,10 @@ rows, like the paper's left/right/front rows of Table V.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -34,7 +41,8 @@ _SCALAR_METRICS = {
     "macro_f1": ("macro_f1", 1.0),
     "linear_probe_accuracy": ("linear_probe_accuracy", 100.0),
 }
-_ID_COLUMNS = ["source", "method", "fold", "setting", "prompts", "n_test"]
+_ID_COLUMNS = ["source", "method", "fold", "setting", "prompts", "supervision", "decision", "n_test"]
+_TEXT_COLUMNS = ("prompts", "supervision", "decision")  # per-row facts a method's mean row keeps
 REPORTED_MARK = "reported on the real dataset"
 
 # Headings of the paper's tables, by experiment (= reported.yaml key); others use their name.
@@ -116,8 +124,10 @@ def fold_rows(evals: list[str | Path], prompts_source: str, view_rows: bool = Tr
         for view, metrics in (result.get("single_view") or {}).items() if view_rows else ():
             entries.append((single_view_method(variant, view), 1 + view_rank.setdefault(view, len(view_rank)),
                             metrics))
+        facts = {"prompts": result.get("prompts_source", prompts_source),
+                 "supervision": result.get("supervision"), "decision": decision_text(result)}
         for method, order, metrics in entries:
-            rows.append({"source": "ours", "method": method, "fold": str(result["k"]), "prompts": prompts_source,
+            rows.append({"source": "ours", "method": method, "fold": str(result["k"]), **facts,
                          "n_test": metrics.get("n_test", result.get("n_test")),
                          "_variant_rank": rank, "_view_rank": order,
                          **metric_columns(metrics, multi_label, classes)})
@@ -126,13 +136,27 @@ def fold_rows(evals: list[str | Path], prompts_source: str, view_rows: bool = Tr
     return folds
 
 
+def decision_text(result: dict) -> str | None:
+    """How a multi-label evaluation decided its label sets, e.g. "above_uniform at logit scale 14.29
+    (training 1/tau, tau = 0.07)"; None for single-label (argmax)."""
+    decision = result.get("multilabel_decision")
+    if not result.get("multi_label"):
+        return None
+    if not decision:
+        return "unrecorded"
+    source = decision.get("scale_source")
+    return f"{decision['rule']} at logit scale {float(decision['scale']):.4g}" + (f" ({source})" if source else "")
+
+
 def summarize(folds: pd.DataFrame) -> pd.DataFrame:
     """One ``mean`` row per method, with ``<metric>_std`` over its folds (ddof=1)."""
     metrics = _metrics_of(folds)
     summary = []
     for method, group in folds.groupby("method", sort=False):
-        row = {"source": "ours", "method": method, "fold": "mean", "prompts": group["prompts"].iloc[0],
-               "n_test": group["n_test"].sum()}
+        row = {"source": "ours", "method": method, "fold": "mean", "n_test": group["n_test"].sum()}
+        for column in _TEXT_COLUMNS:
+            values = group[column].dropna().astype(str).unique() if column in group else []
+            row[column] = "; ".join(values) if len(values) else None
         row.update({c: group[c].iloc[0] for c in ("_variant_rank", "_view_rank") if c in group})
         for metric in metrics:
             values = group[metric].dropna().to_numpy(dtype=float)
@@ -175,7 +199,7 @@ def build_table(experiment: dict, evals: list[str | Path]) -> pd.DataFrame:
         metrics = multilabel_metric_names(list(dict.fromkeys(classes + [c for c in extra if c != "average"])))
     else:
         metrics = [column for column, _ in _SCALAR_METRICS.values()]
-    columns = list(_ID_COLUMNS)
+    columns = [c for c in _ID_COLUMNS if multi_label or c != "decision"]
     for metric in metrics:
         columns += [metric, f"{metric}_std"]
     return table.reindex(columns=columns)  # a fixed schema: every table of a kind has the same columns
@@ -246,6 +270,9 @@ def summary_markdown(table_csvs: list[str | Path], out_md: str | Path,
         lines += [f"## {TABLE_TITLES.get(path.stem, path.stem)}", "", "; ".join(facts), ""]
         if "source" in table.columns:
             lines += _experiment_markdown(table)
+            note = decision_note(table)
+            if note:
+                lines += [note, ""]
         else:
             lines += [_markdown_table(_formatted(table)), ""]
     text = "\n".join(lines)
@@ -253,14 +280,17 @@ def summary_markdown(table_csvs: list[str | Path], out_md: str | Path,
     return text
 
 
+PROMPT_SOURCES = {
+    "label": "label (each sample's class chooses its prompt, as in the paper)",
+    "pseudo": "pseudo (the model's own zero-shot pseudo-labels choose the prompts; no label reaches training)",
+}
+
+
 def prompts_description(table: pd.DataFrame) -> str:
-    """Which prompts source our rows used (``label`` is the paper's: labels choose prompts)."""
+    """Which prompts source our rows used; what else each row trained on is its ``supervision``."""
     ours = table[table["source"] == "ours"]
     sources = sorted(ours["prompts"].dropna().astype(str).unique()) if "prompts" in ours else []
-    text = ", ".join(sources) or "unknown"
-    if "label" in sources:
-        text += " (each sample's class chooses its prompt, as in the paper)"
-    return text
+    return ", ".join(PROMPT_SOURCES.get(source, source) for source in sources) or "unknown"
 
 
 def _experiment_markdown(table: pd.DataFrame) -> list[str]:
@@ -272,22 +302,34 @@ def _experiment_markdown(table: pd.DataFrame) -> list[str]:
     for title, columns in _metric_groups(metrics):
         if title:
             lines += [f"**{title}**", ""]
-        headers = ["method", "setting", "folds", *[_header(c) for c in columns]]
-        rows = [[row["method"], "ours", str(int((folds["method"] == row["method"]).sum())),
+        headers = ["method", "supervision", "setting", "folds", *[_header(c) for c in columns]]
+        rows = [[row["method"], _text(row.get("supervision")), "ours", str(int((folds["method"] == row["method"]).sum())),
                  *[_mean_std(row.get(c), row.get(f"{c}_std"), c) for c in columns]]
                 for _, row in means.iterrows()]
         for _, row in reported.iterrows():
             setting = row.get("setting")
             prefix = f"{setting}; " if isinstance(setting, str) and setting else ""
-            rows.append([row["method"], f"{prefix}*{REPORTED_MARK}*", "", *[_number(row.get(c), c) for c in columns]])
+            rows.append([row["method"], "", f"{prefix}*{REPORTED_MARK}*", "", *[_number(row.get(c), c) for c in columns]])
         lines += [_markdown_table(pd.DataFrame(rows, columns=headers)), ""]
         if len(folds):
             per_fold = [[row["method"], row["fold"], *[_number(row.get(c), c) for c in columns]]
                         for _, row in folds.iterrows()]
             lines += ["<details><summary>per-fold rows</summary>", "",
-                      _markdown_table(pd.DataFrame(per_fold, columns=["method", "fold", *headers[3:]])),
+                      _markdown_table(pd.DataFrame(per_fold, columns=["method", "fold", *headers[4:]])),
                       "", "</details>", ""]
     return lines
+
+
+def decision_note(table: pd.DataFrame) -> str | None:
+    """The line printed under a multi-label table: how its label sets were decided."""
+    if "decision" not in table.columns:
+        return None
+    values = table.loc[table["source"] == "ours", "decision"].dropna().astype(str).unique()
+    return f"Label sets decided by: {'; '.join(values)}." if len(values) else None
+
+
+def _text(value) -> str:
+    return "" if _is_missing(value) else str(value)
 
 
 def _metric_groups(metrics: list[str]) -> list[tuple[str, list[str]]]:
@@ -341,3 +383,90 @@ def _markdown_table(frame: pd.DataFrame) -> str:
              "|" + "|".join("---" for _ in frame.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- README result blocks
+
+README_COMMAND = "smile-vlm readme-results"
+_BLOCK = re.compile(r"<!-- results:(?P<name>[\w.-]+) start -->\n(?P<body>.*?)<!-- results:(?P=name) end -->",
+                    re.DOTALL)
+_BLOCK_DIGEST = re.compile(r"<!-- table sha256 (?P<table>[0-9a-f]{12}); block sha256 (?P<block>[0-9a-f]{12}) -->\n\Z")
+PLACEHOLDER = ("Not generated yet: run the table's target, then `{command} --tables {table}`; "
+               "this block is written by that command, never by hand.\n")
+
+
+def readme_block(table_csv: str | Path) -> str:
+    """The README's result block of one experiment table: our mean rows, written from the CSV.
+
+    The body names the CSV it was written from and ends with a comment holding the sha256 of the
+    CSV and of the lines above it, so a hand-edited number (or a stale block) is detectable.
+    """
+    path = Path(table_csv)
+    table = pd.read_csv(path, dtype={"fold": str, "method": str})
+    means = table[(table["source"] == "ours") & (table["fold"] == "mean")]
+    means = means[~means["method"].str.contains(r" \(.* only\)$", regex=True)]  # multi-view rows only
+    multi_label = "f1_average" in table.columns
+    columns = (["f1_average", "accuracy_average", "linear_probe_accuracy"] if multi_label
+               else ["accuracy", "macro_f1", "linear_probe_accuracy"])
+    headers = {"accuracy": "zero-shot accuracy (%)", "macro_f1": "macro-F1", "f1_average": "average F1",
+               "accuracy_average": "average accuracy (%)", "linear_probe_accuracy": "linear probe (%)"}
+    folds = table[(table["source"] == "ours") & (table["fold"] != "mean")]
+    rows = [[row["method"], _text(row.get("supervision")), _text(row.get("prompts")),
+             str(int((folds["method"] == row["method"]).sum())),
+             *[_mean_std(row.get(c), row.get(f"{c}_std"), c) for c in columns]]
+            for _, row in means.iterrows()]
+    frame = pd.DataFrame(rows, columns=["variant", "supervision", "prompts", "folds", *[headers[c] for c in columns]])
+    lines = [f"Written by `{README_COMMAND} --tables {path.as_posix()}` from `{path.as_posix()}` "
+             "(mean ± sample standard deviation over folds).", "", _markdown_table(frame), ""]
+    if multi_label:
+        note = decision_note(table)
+        lines += [note, ""] if note else []
+    body = "\n".join(lines) + "\n"
+    return body + f"<!-- table sha256 {_sha(path.read_bytes())}; block sha256 {_sha(body.encode())} -->\n"
+
+
+def readme_blocks(text: str) -> dict[str, str]:
+    """``{name: body}`` of every ``<!-- results:<name> start -->`` ... ``end -->`` block of a README."""
+    return {match["name"]: match["body"] for match in _BLOCK.finditer(text)}
+
+
+def cited_table(body: str) -> str | None:
+    """The CSV a generated block was written from (None for the placeholder)."""
+    match = re.search(r"from `([^`]+)`", body)
+    return match.group(1) if match and _BLOCK_DIGEST.search(body) else None
+
+
+def block_is_intact(body: str) -> bool:
+    """True when a generated block's lines are exactly those its digest was computed on."""
+    match = _BLOCK_DIGEST.search(body)
+    return bool(match) and _sha(body[:match.start()].encode()) == match["block"]
+
+
+def update_readme(readme: str | Path, table_csvs: list[str | Path], check: bool = False) -> list[str]:
+    """Rewrite the result block of each table (block name = the CSV's stem) in ``readme``.
+
+    Returns the names of the blocks whose text changed (with ``check``, the ones that would; the
+    file is then left alone). A table whose block is missing from the README is an error, so a
+    result can never silently go unpublished.
+    """
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    blocks = readme_blocks(text)
+    changed = []
+    for table_csv in map(Path, table_csvs):
+        name = table_csv.stem
+        if name not in blocks:
+            raise ScanError(readme, f"no block '<!-- results:{name} start -->' ... '<!-- results:{name} end -->' "
+                                    f"for {table_csv}; add the two marker lines where the table belongs")
+        body = readme_block(table_csv)
+        if body != blocks[name]:
+            changed.append(name)
+            start, end = f"<!-- results:{name} start -->\n", f"<!-- results:{name} end -->"
+            text = text.replace(start + blocks[name] + end, start + body + end)
+    if changed and not check:
+        write_text(readme, text)
+    return changed
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]

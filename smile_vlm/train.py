@@ -14,7 +14,8 @@ Several GPUs (same arguments; DDP starts when WORLD_SIZE > 1)::
 
 Every epoch writes ``out/checkpoint.pt`` atomically; a rerun with the same arguments resumes from
 it and reaches the same weights as an uninterrupted run (per-epoch seeded data order and
-augmentations, restored RNG states). ``out/model.pt`` is written last; ``out/train_log.jsonl``
+augmentations, restored RNG states). A checkpoint of another recipe is not resumed: the fold
+starts over (the log says so). ``out/model.pt`` is written last; ``out/train_log.jsonl``
 holds one line per logged step and per epoch.
 
 Prompt sources (``settings["prompts"]["source"]``):
@@ -24,10 +25,13 @@ Prompt sources (``settings["prompts"]["source"]``):
   of the prompt *is* the sample's label, so this is label information entering training.
 * ``"pseudo"``: no labels at all. Each epoch starts by scoring the training samples zero-shot with
   the current model (argmax of ``class_scores`` against the prompt-ensembled class embeddings)
-  and draws prompts from those pseudo-classes. With the compact CNN trained from scratch the
-  first epoch's pseudo-labels are chance (random features), so this only works when the vision
-  tower starts from aligned CLIP weights or when mv-bt alone first shapes the features; expect
-  near-chance accuracy otherwise.
+  and draws prompts from those pseudo-classes. The true labels are removed from every batch
+  before anything else sees it (``_without_labels``), and the ``labels`` argument of the losses
+  is the pseudo-label (FACET-VLM's cross-entropy then trains on the pseudo-labels); only the
+  protocol's sample filter (which subjects and classes form the dataset) reads the store's
+  labels. With the compact CNN trained from scratch the first epoch's pseudo-labels are chance
+  (random features), so this only works when the vision tower starts from aligned CLIP weights
+  or when mv-bt alone first shapes the features; expect near-chance accuracy otherwise.
 
 DDP and the batch statistics: mv-bt and red-min (Eq. 1, 8) standardise each embedding dimension
 over the batch and divide by B. Under DDP every rank only sees B / world samples, so the loss of
@@ -40,7 +44,9 @@ batch, including the InfoNCE negatives of Eq. 6; see ``_global_batch``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -61,7 +67,7 @@ from smile_vlm.folds import class_index_map, fold_of, fold_samples, read_folds
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 LOG_NAME = "train_log.jsonl"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the checkpoint carries the training log (``history``)
 AMP_SETTINGS = ("auto", "bf16", "fp16", "off")
 
 DEFAULT_TRAIN = {
@@ -94,8 +100,11 @@ DEFAULT_PROMPTS = {
     "name": "emotions",  # prompt file smile_vlm/prompts/<name>.yaml
     "source": "label",  # "label" (the paper) or "pseudo" (no labels; see the module doc)
 }
-# Top-level settings sections; train_fold and evaluate_fold take the same dict.
-SECTIONS = {"train", "encoders", "prompts", "classes", "protocol", "evaluate"}
+# Top-level settings sections; train_fold and evaluate_fold take the same dict. ``experiment`` is
+# the experiment's name: it travels with the weights so that evaluation can refuse another one's.
+SECTIONS = {"train", "encoders", "prompts", "classes", "protocol", "evaluate", "experiment"}
+
+LOG = logging.getLogger(__name__)
 
 # Keys that change how a run executes but not what it computes: a resume may change them.
 RUNTIME_KEYS = {"device", "threads", "workers", "gpus", "progress", "log_every"}
@@ -123,6 +132,7 @@ def resolve_settings(settings: dict | None) -> dict:
         "encoders": settings.get("encoders") or {},
         "protocol": protocol,
         "evaluate": settings.get("evaluate") or {},
+        "experiment": settings.get("experiment"),
     }
 
 
@@ -345,6 +355,13 @@ class FoldTargets:
     def labels(self, batch: dict) -> torch.Tensor:
         return self.multi(batch["labels"]) if self.multi_label else self.single(batch["label"])
 
+    def pseudo_labels(self, classes: torch.Tensor) -> torch.Tensor:
+        """The losses' ``labels`` argument in pseudo mode: the pseudo-classes, in the shape of the
+        true targets (class indices, or one-hot rows for a multi-label store)."""
+        if not self.multi_label:
+            return classes
+        return torch.nn.functional.one_hot(classes.long(), len(self.columns)).float()
+
     def prompt_classes(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """One class per sample to draw its prompt from: its label, or a random positive (multi-label)."""
         if not self.multi_label:
@@ -370,7 +387,7 @@ def zero_shot_predictions(model: nn.Module, dataset, augmenter: Augmenter, class
 
 
 def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, settings: dict | None,
-               out_dir, *, on_epoch_end=None, text_bank_file=None) -> Path:
+               out_dir, *, on_epoch_end=None, text_bank_file=None, split: dict | None = None) -> Path:
     """Train one fold; returns ``out_dir/model.pt``. Resumes from ``out_dir/checkpoint.pt``.
 
     ``settings`` has the sections ``train`` (DEFAULT_TRAIN), ``prompts`` (DEFAULT_PROMPTS),
@@ -384,8 +401,14 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
     settings = resolve_settings(settings)
     train = settings["train"]
     variant = model_variant(variant, settings)
+    init = (variant.get("vision") or {}).get("init")
+    if init and Path(init).is_file():
+        # A vision.pt rebuilt at the same path is another recipe: its digest joins the settings the
+        # checkpoint is compared with, so the fold starts over instead of resuming the old weights.
+        settings = {**settings, "vision_init_sha256": hashlib.sha256(Path(init).read_bytes()).hexdigest()}
     out_dir = Path(out_dir)
     final_path, checkpoint_path, log_path = out_dir / MODEL_NAME, out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
+    pseudo_mode = settings["prompts"]["source"] == "pseudo"
     if settings["prompts"]["source"] not in ("label", "pseudo"):
         raise ValueError(f"prompts.source must be 'label' or 'pseudo', not {settings['prompts']['source']!r}")
 
@@ -400,10 +423,13 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     seed_everything(train["seed"])
+    if rank == 0:
+        remove_orphan_temp_files(out_dir)
 
     from smile_vlm.store import StoreDataset, open_store
 
-    split = fold_samples(store_path, folds_csv, repeat, fold, settings["protocol"])
+    if split is None:  # final.train_final passes the all-subjects split of a deployable model
+        split = fold_samples(store_path, folds_csv, repeat, fold, settings["protocol"])
     if not len(split["train"]):
         # A cross-dataset fold trains on the training store; given the test store, nothing matches.
         raise ScanError(store_path, f"repeat {repeat} fold {fold} has no training sample in this store "
@@ -432,10 +458,19 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
 
     start_epoch, log = 0, []
     if checkpoint_path.exists():
-        start_epoch = _resume(checkpoint_path, settings, variant, model, optimizer, scheduler, scaler)
-        log = [record for record in _read_log(log_path) if record["epoch"] < start_epoch]
-        if start_epoch >= train["epochs"] and final_path.exists():
-            return final_path
+        try:
+            start_epoch, log = _resume(checkpoint_path, settings, variant, model, optimizer, scheduler, scaler)
+        except StaleCheckpoint as stale:
+            # Snakemake reruns a fold whose recipe changed (params:); the old recipe's checkpoint
+            # is of no use to it, and refusing would turn every such change into a manual cleanup.
+            LOG.warning("%s; starting this fold over", stale)
+        else:
+            if rank == 0:
+                # The checkpoint's history is the log of record: a kill between the checkpoint
+                # and the log write (or during the log write) loses no line.
+                atomic.write_text(log_path, "".join(json.dumps(r) + "\n" for r in log))
+            if start_epoch >= train["epochs"] and final_path.exists():
+                return final_path
 
     loss_module: nn.Module = _LossModule(model)
     if world > 1:
@@ -446,9 +481,10 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
     progress = _progress_enabled(train["progress"]) and rank == 0
     position = {int(row): i for i, row in enumerate(dataset.indices)}
 
+    run_start = time.perf_counter()
     for epoch in range(start_epoch, train["epochs"]):
         pseudo = None
-        if settings["prompts"]["source"] == "pseudo":
+        if pseudo_mode:
             pseudo = zero_shot_predictions(model, dataset, augmenter, class_emb, device,
                                            train["batch_size"], train["workers"])
         model.train()
@@ -463,16 +499,19 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
             wait_start = time.perf_counter()
             batch = next(loader)
             wait_seconds += time.perf_counter() - wait_start
+            if pseudo_mode:
+                batch = _without_labels(batch)
 
             images = batch["images"]
             views_a, views_b = augmenter.two_views(images, augment_generator, device)
             clean = augmenter.clean(images, device) if train["align_on"] == "clean" else None
             if pseudo is None:
                 prompt_classes = targets.prompt_classes(batch, augment_generator)
+                labels = targets.labels(batch).to(device)
             else:
                 prompt_classes = pseudo[[position[int(row)] for row in batch["index"]]]
+                labels = targets.pseudo_labels(prompt_classes).to(device)
             text_emb = text_bank.sample(prompt_classes, augment_generator).to(device)
-            labels = targets.labels(batch).to(device)
             if world > 1:
                 # Eq. 1, 6, 8 are statistics of the whole batch: see _global_batch.
                 text_emb, labels = gather_across_ranks(text_emb), gather_across_ranks(labels)
@@ -510,8 +549,9 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
                   "seconds": elapsed}
         log.append(record)
         if rank == 0:
-            _save_checkpoint(checkpoint_path, epoch + 1, settings, variant, model, optimizer, scheduler, scaler)
+            _save_checkpoint(checkpoint_path, epoch + 1, settings, variant, model, optimizer, scheduler, scaler, log)
             atomic.write_text(log_path, "".join(json.dumps(r) + "\n" for r in log))
+            _log_epoch(record, train["epochs"], (time.perf_counter() - run_start) / (epoch + 1 - start_epoch))
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
@@ -520,8 +560,11 @@ def train_fold(store_path, folds_csv, repeat: int, fold: int, variant: dict, set
         # it for the linear probe and checks that the test store was rendered with the same views.
         final = {"model": model.state_dict(), "variant": variant, "settings": settings, "classes": classes,
                  "n_views": n_views, "text_dim": int(text_bank.dim), "epochs": train["epochs"],
-                 "repeat": int(repeat), "fold": int(fold), "train_store": str(store_path),
-                 "train_dataset": split["dataset"], "views": json.loads(json.dumps(list(store_attrs["views"]))),
+                 "repeat": int(repeat), "fold": int(fold), "experiment": settings["experiment"],
+                 "train_store": str(store_path), "train_dataset": split["dataset"],
+                 "store_settings_hash": str(store_attrs["settings_hash"]),
+                 "train_subjects": [str(s) for s in split["train_subjects"]],
+                 "views": json.loads(json.dumps(list(store_attrs["views"]))),
                  "multi_label": multi_label, "n_train": int(len(dataset))}
         with atomic.atomic_path(final_path) as tmp:
             torch.save(final, tmp)
@@ -556,39 +599,82 @@ class _global_batch:
         return False
 
 
-def _save_checkpoint(path: Path, epochs_done: int, settings, variant, model, optimizer, scheduler, scaler) -> None:
+def _without_labels(batch: dict) -> dict:
+    """A batch with its true labels removed: in pseudo mode nothing downstream can read them."""
+    return {key: value for key, value in batch.items() if key not in ("label", "labels")}
+
+
+def _log_epoch(record: dict, epochs: int, seconds_per_epoch: float) -> None:
+    """One progress line per epoch on the job's log (stderr under Snakemake)."""
+    skip = {"kind", "epoch", "step", "lr", "samples_per_s", "loader_samples_per_s", "seconds"}
+    terms = " ".join(f"{name} {value:.4f}" for name, value in record.items()
+                     if name not in skip and isinstance(value, float))
+    remaining = (epochs - record["epoch"] - 1) * seconds_per_epoch
+    LOG.info("epoch %d/%d: %s | lr %.3g | %.1f samples/s | %.1f s | ETA %s", record["epoch"] + 1, epochs, terms,
+             record["lr"], record["samples_per_s"], record["seconds"], _duration(remaining))
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def remove_orphan_temp_files(out_dir: Path) -> list[Path]:
+    """Delete the ``.<name>.tmp-*`` siblings (atomic.atomic_path) that a killed save left behind.
+
+    Only one job writes a run folder (Snakemake locks its outputs), so a temp file that exists
+    when the job starts belongs to a dead writer.
+    """
+    removed = []
+    for name in (CHECKPOINT_NAME, MODEL_NAME, LOG_NAME):
+        for orphan in Path(out_dir).glob(f".{name}.tmp-*"):
+            if orphan.is_dir() and not orphan.is_symlink():
+                import shutil
+
+                shutil.rmtree(orphan, ignore_errors=True)
+            else:
+                orphan.unlink(missing_ok=True)
+            LOG.info("removed %s, left by an interrupted save", orphan)
+            removed.append(orphan)
+    return removed
+
+
+def _save_checkpoint(path: Path, epochs_done: int, settings, variant, model, optimizer, scheduler, scaler,
+                     history: list[dict]) -> None:
     state = {"format": CHECKPOINT_FORMAT, "epoch": epochs_done, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict(), "rng": rng_state(), "settings": settings, "variant": variant}
+             "scaler": scaler.state_dict(), "rng": rng_state(), "settings": settings, "variant": variant,
+             "history": list(history)}
     with atomic.atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _resume(path: Path, settings: dict, variant: dict, model, optimizer, scheduler, scaler) -> int:
-    """Load a checkpoint written with the same recipe; returns the number of finished epochs."""
+class StaleCheckpoint(ScanError):
+    """A checkpoint of another recipe or format: nothing of it is loaded, the fold starts over."""
+
+
+def _resume(path: Path, settings: dict, variant: dict, model, optimizer, scheduler, scaler) -> tuple[int, list]:
+    """Load a checkpoint written with the same recipe; returns (finished epochs, log history).
+
+    Raises StaleCheckpoint, before loading anything, when the recipe or the format differs.
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise ScanError(path, f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        raise StaleCheckpoint(path, f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
     changed = [f"train.{key}" for key in settings["train"] if key not in RUNTIME_KEYS
                and state["settings"]["train"].get(key) != settings["train"][key]]
     changed += [key for key in settings if key not in ("train", "evaluate")
                 and state["settings"].get(key) != settings[key]]
     changed += ["variant"] if state["variant"] != variant else []
     if changed:
-        raise ScanError(path, f"written with different settings ({', '.join(sorted(changed))}); "
-                              "delete it to start this fold over")
+        raise StaleCheckpoint(path, f"written with different settings ({', '.join(sorted(changed))})")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    return int(state["epoch"])
-
-
-def _read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return int(state["epoch"]), list(state["history"])
 
 
 def _progress_enabled(setting) -> bool:
@@ -606,7 +692,11 @@ def _bar(total: int, description: str, enabled: bool):
 def load_trained(model_path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model written by train_fold (model.pt) and return it with the saved metadata."""
     state = torch.load(model_path, map_location="cpu", weights_only=True)
-    model = build_fold_model(state["variant"], int(state["n_views"]), int(state["text_dim"]))
+    variant = dict(state["variant"])
+    if (variant.get("vision") or {}).get("init"):
+        # The saved weights replace the pretrained start, so the vision.pt need not exist here.
+        variant["vision"] = {k: v for k, v in variant["vision"].items() if k != "init"}
+    model = build_fold_model(variant, int(state["n_views"]), int(state["text_dim"]))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state
 
@@ -635,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `python -m smile_vlm.train` (torchrun) has no CLI to set up logging; a no-op under `smile-vlm`.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if (args.k is None) == (args.fold is None):
         parser.error("give either --k or --fold (with --repeat)")
     repeat, fold = (args.repeat, args.fold) if args.k is None else fold_of(read_folds(args.folds), args.k)

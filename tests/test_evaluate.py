@@ -36,12 +36,13 @@ def test_single_label_metrics_by_hand():
 
 
 def test_multilabel_rule_and_metrics_by_hand():
+    # at logit scale 100 (evaluate_fold always passes the model's 1/tau; 100 makes the hand sums easy)
     scores = np.array([[0.30, 0.29, 0.00],   # p ~ (0.73, 0.27, 0.00): only class 0 >= 1/3
                        [0.10, 0.10, 0.10],   # uniform: every class >= 1/3
                        [0.00, 0.00, 0.05]])  # p ~ (0.007, 0.007, 0.99): argmax only
-    predicted = multilabel_predictions(scores)
+    predicted = multilabel_predictions(scores, scale=100.0)
     np.testing.assert_array_equal(predicted, [[1, 0, 0], [1, 1, 1], [0, 0, 1]])
-    assert multilabel_predictions(scores, rule=0.5).tolist() == [[True, False, False], [True, False, False], [False, False, True]]  # argmax kept, ties go to the first
+    assert multilabel_predictions(scores, rule=0.5, scale=100.0).tolist() == [[True, False, False], [True, False, False], [False, False, True]]  # argmax kept, ties go to the first
 
     truth = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=bool)
     metrics = multilabel_metrics(truth, predicted)
@@ -163,6 +164,17 @@ class OracleEncoder(nn.Module):
         return self.class_table[rows // 2].view(batch, n_views, -1)
 
 
+def fold_identity(store, folds, settings, repeat, fold) -> dict:
+    """What train_fold records about the fold it trained (checked by evaluate_fold)."""
+    from smile_vlm.folds import fold_samples
+    from smile_vlm.store import open_store
+
+    resolved = resolve_settings(settings)
+    split = fold_samples(store, folds, repeat, fold, resolved["protocol"])
+    return {"settings": resolved, "experiment": resolved["experiment"], "repeat": repeat, "fold": fold,
+            "train_subjects": split["train_subjects"], "store_settings_hash": open_store(store).attrs["settings_hash"]}
+
+
 def test_single_view_metrics_show_which_view_carries_the_class(tmp_path, text_encoder, monkeypatch):  # noqa: F811
     # view 0 (yaw 0) shows the sample's class, views 1 and 2 (yaw -30, +30) the next class
     store = make_store(tmp_path, n_subjects=3, view_class=lambda k, v: k if v == 0 else (k + 1) % 6)
@@ -174,7 +186,8 @@ def test_single_view_metrics_show_which_view_carries_the_class(tmp_path, text_en
     model = SmileVLM(OracleEncoder(class_table), n_views=3, fusion_hidden=8)
     last = model.fusion.score[-1]
     nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)  # equal fusion weights 1/3
-    saved = {"classes": CLASSES, "variant": {"name": "smile_vlm"}, "views": VIEWS, "multi_label": False}
+    saved = {"classes": CLASSES, "variant": {"name": "smile_vlm"}, "views": VIEWS, "multi_label": False,
+             **fold_identity(store, folds, settings, 0, 0)}
     monkeypatch.setattr(evaluate, "load_trained", lambda checkpoint, device: (model.eval(), saved))
 
     result = evaluate_fold(store, folds, 0, 0, "oracle.pt", None, settings, tmp_path / "eval.json")

@@ -89,7 +89,7 @@ def test_gradients_reach_every_trainable_part_and_text_stays_frozen():
     classes_before, text_before = classes.clone(), text.clone()
     terms = model.training_losses(_images(6, 3, 1), _images(6, 3, 2), _images(6, 3, 3), text, classes,
                                   torch.arange(6) % K, {})
-    assert set(terms) == {"ce", "vl_align", "consistency", "mv_bt", "total"} and terms["mv_bt"] > 0
+    assert set(terms) == {"ce", "mtgf_align", "vl_align", "consistency", "mv_bt", "total"} and terms["mv_bt"] > 0
     terms["total"].backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name

@@ -99,6 +99,21 @@ def test_view_weights_mean_and_spread_over_folds(two_folds, tmp_path):
     _png(out)
 
 
+def test_variants_without_learned_view_weights_get_no_panel(two_folds, tmp_path):
+    facet = tmp_path / "facet.json"
+    _write_eval(facet, "facet_vlm_prompt", 0, [[1, 0, 0], [0, 1, 0], [0, 0, 0]], [[0.5, 0.5]] * 3)
+    result = json.loads(facet.read_text())
+    facet.write_text(json.dumps({**result, "view_weights": None}))  # as evaluate writes it for FACET-VLM
+    frame = figures.view_weight_frame(figures.load_evaluations([*two_folds, facet]))
+    assert set(frame["variant"]) == {"smile_vlm"}
+    out = tmp_path / "view_weights.png"
+    figures.view_weights_figure([*two_folds, facet], out)
+    assert Image.open(out).size == (520, 420)  # one panel: smile_vlm only
+    _png(out)
+    with pytest.raises(ValueError, match="no view weights"):
+        figures.view_weights_figure([facet], tmp_path / "none.png")
+
+
 def _write_log(path, rows):
     lines = [json.dumps({"kind": "step", "epoch": 0, "step": 1, "lr": 1e-4, "total": 999.0})]
     lines += [json.dumps({"kind": "epoch", "epoch": e, "step": e + 1, "lr": 1e-4, "mv_bt": mv, "vl_align": vl,

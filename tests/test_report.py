@@ -1,6 +1,7 @@
 """Experiment tables and the summary page, from tiny hand-written evaluation JSONs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ FOURDME = ["positive", "negative", "surprise", "repression", "others"]
 
 def _eval(tmp_path, variant, k, accuracy, macro_f1, probe, **extra):
     path = tmp_path / f"{variant}_{k}.json"
-    path.write_text(json.dumps({"variant": variant, "k": k, "accuracy": accuracy,
+    path.write_text(json.dumps({"variant": variant, "k": k, "accuracy": accuracy, "supervision": "class prompts (labels)",
                                 "macro_f1": macro_f1, "linear_probe_accuracy": probe, "n_test": 12, **extra}))
     return path
 
@@ -28,6 +29,9 @@ def _multilabel_metrics(f1, accuracy):
 def _multilabel_eval(tmp_path, k, f1, accuracy, single_view=None):
     path = tmp_path / f"ml_{k}.json"
     result = {"variant": "smile_vlm", "k": k, "multi_label": True, "classes": FOURDME, "n_test": 8,
+              "supervision": "class prompts (labels)",
+              "multilabel_decision": {"rule": "above_uniform", "scale": 1 / 0.07,
+                                      "scale_source": "training 1/tau, tau = 0.07"},
               **_multilabel_metrics(f1, accuracy)}
     result["accuracy"], result["macro_f1"] = result["average_accuracy"], result["average_f1"]
     if single_view:
@@ -63,12 +67,12 @@ def test_write_table_is_a_readable_csv(tmp_path):
     write_table({"name": "nothing_reported", "dataset": "bu4dfe"}, evals, out)
     table = pd.read_csv(out)
     # the same columns whatever the evaluations hold (here no probe, nothing reported)
-    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "n_test", "accuracy",
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "n_test", "accuracy",
                                       "accuracy_std", "macro_f1", "macro_f1_std", "linear_probe_accuracy",
                                       "linear_probe_accuracy_std"]
     assert table.source.tolist() == ["ours", "ours"]
     assert table.accuracy.tolist() == [50.0, 50.0]
-    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,12,50.0,,0.5,,,"
+    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,class prompts (labels),12,50.0,,0.5,,,"
     assert not any(p.name.startswith(".x.csv.tmp") for p in out.parent.iterdir())
 
 
@@ -111,8 +115,11 @@ def test_multilabel_table_per_class_f1_and_accuracy_then_reported_table_v(tmp_pa
     ]
     table = build_table({"name": "4dme", "dataset": "4dme"}, evals)
     metrics = [f"{m}_{c}" for m in ("f1", "accuracy") for c in [*FOURDME, "average"]] + ["linear_probe_accuracy"]
-    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "n_test",
-                                      *[c for m in metrics for c in (m, f"{m}_std")]]
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "decision",
+                                      "n_test", *[c for m in metrics for c in (m, f"{m}_std")]]
+    # the decision rule and its scale travel from each evaluation into every row, the means included
+    assert set(table[table.source == "ours"].decision) == {
+        "above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)"}
     ours = table[table.source == "ours"].set_index("fold")
     assert ours.loc["0", "accuracy_negative"] == 100.0 and ours.loc["1", "accuracy_surprise"] == 25.0
     assert np.isnan(ours.loc["0", "f1_surprise"])  # undefined in fold 0: left out of the mean, not zero
@@ -166,16 +173,96 @@ def test_summary_page_has_means_first_reported_marks_and_collapsed_folds(tmp_pat
     bu4dfe = text.split("## Table III: BU-4DFE")[1].split("## ")[0]
     assert "`bu4dfe.csv`; data: synthetic; prompts source: pseudo" in bu4dfe
     lines = bu4dfe.splitlines()
-    mean_line = "| smile_vlm | ours | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 | 50.00 ± 0.00 |"
-    reported_line = f"| SMILE-VLM | 10-CV, full sequence; *{REPORTED_MARK}* |  | 96.57 |  |  |"
+    mean_line = "| smile_vlm | class prompts (labels) | ours | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 | 50.00 ± 0.00 |"
+    reported_line = f"| SMILE-VLM |  | 10-CV, full sequence; *{REPORTED_MARK}* |  | 96.57 |  |  |"
     details = lines.index("<details><summary>per-fold rows</summary>")
     assert lines.index(mean_line) < lines.index(reported_line) < details  # means, then the paper, then folds
     assert "| smile_vlm | 1 | 100.00 | 0.5000 | 50.00 |" in lines
 
     table_v = text.split("## Table V")[1].split("## ")[0]
     assert "prompts source: label (each sample's class chooses its prompt" in table_v
-    assert "| SMILE-VLM | multi-view; *reported on the real dataset* |  | 0.7612 | 0.8458 | 0.8126 | 0.8093 | " \
+    assert "| SMILE-VLM |  | multi-view; *reported on the real dataset* |  | 0.7612 | 0.8458 | 0.8126 | 0.8093 | " \
            "0.7824 | 0.8023 |" in table_v
     assert "| smile_vlm | ours | 1 | 81.62" not in table_v
-    assert "| smile_vlm | ours | 1 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 |" in table_v
+    assert "| smile_vlm | class prompts (labels) | ours | 1 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 |" in table_v
+    assert "Label sets decided by: above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)." in table_v
     assert "| bu4dfe | smile_vlm | 75.00 | 2 |" in text
+
+
+# --------------------------------------------------------------------------- README result blocks
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _readme_tables(tmp_path):
+    evals = [_eval(tmp_path, "smile_vlm", k, a, 0.5, 0.5) for k, a in [(0, 0.5), (1, 1.0)]]
+    evals += [_eval(tmp_path, "facet_vlm_prompt", k, a, 0.25, 0.5) for k, a in [(0, 0.25), (1, 0.75)]]
+    tables = tmp_path / "results" / "tables"
+    write_table({"name": "bu4dfe"}, evals, tables / "bu4dfe.csv")
+    write_table({"name": "4dme"}, [_multilabel_eval(tmp_path, 0, [0.5] * 5, [0.5] * 5)], tables / "4dme.csv")
+    return tables / "bu4dfe.csv", tables / "4dme.csv"
+
+
+def test_readme_result_block_is_what_the_command_writes(tmp_path, monkeypatch):
+    from smile_vlm.cli import main
+    from smile_vlm.report import PLACEHOLDER, README_COMMAND, block_is_intact, readme_block, readme_blocks
+
+    monkeypatch.chdir(tmp_path)
+    bu4dfe, fourdme = (p.relative_to(tmp_path) for p in _readme_tables(tmp_path))
+    placeholder = PLACEHOLDER.format(command=README_COMMAND, table=bu4dfe.as_posix())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\ntext before\n\n<!-- results:bu4dfe start -->\n{placeholder}<!-- results:bu4dfe end -->\n"
+                      "\n<!-- results:4dme start -->\n<!-- results:4dme end -->\n\ntext after\n")
+    assert main(["readme-results", "--tables", str(bu4dfe), str(fourdme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# x\n\ntext before\n\n") and text.endswith("\ntext after\n")
+    blocks = readme_blocks(text)
+    assert blocks == {"bu4dfe": readme_block(bu4dfe), "4dme": readme_block(fourdme)}
+    body = blocks["bu4dfe"]
+    assert f"`{README_COMMAND} --tables results/tables/bu4dfe.csv` from `results/tables/bu4dfe.csv`" in body
+    assert "| smile_vlm | class prompts (labels) | label | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 | 50.00 ± 0.00 |" in body
+    assert "| facet_vlm_prompt | class prompts (labels) | label | 2 | 50.00 ± 35.36 |" in body
+    assert "96.57" not in body  # our rows only; the paper's live in the table and the summary
+    assert "Label sets decided by: above_uniform at logit scale 14.29" in blocks["4dme"]
+    assert block_is_intact(body)
+    # up to date: --check passes and nothing is rewritten
+    assert main(["readme-results", "--check", "--tables", str(bu4dfe)]) == 0
+
+    # a hand-edited number breaks the block's digest, and --check reports it
+    readme.write_text(text.replace("75.00 ± 35.36", "95.00 ± 35.36"))
+    assert not block_is_intact(readme_blocks(readme.read_text())["bu4dfe"])
+    assert main(["readme-results", "--check", "--tables", str(bu4dfe)]) == 2
+    # a new table changes the block on the next run
+    write_table({"name": "bu4dfe"}, [_eval(tmp_path, "smile_vlm", 0, 0.5, 0.5, 0.5)], bu4dfe)
+    assert main(["readme-results", "--tables", str(bu4dfe)]) == 0
+    assert "| smile_vlm | class prompts (labels) | label | 1 | 50.00 |" in readme.read_text()
+
+
+def test_readme_without_the_tables_markers_is_refused(tmp_path):
+    from smile_vlm.report import update_readme
+
+    bu4dfe, _ = _readme_tables(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ScanError, match="no block '<!-- results:bu4dfe start -->'"):
+        update_readme(readme, [bu4dfe])
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_repository_readme_blocks_are_written_by_the_command(monkeypatch):
+    """Every result block of README.md is the command's placeholder or its output, untouched by
+    hand; when the table it cites exists, the block is exactly what the command writes for it."""
+    from smile_vlm.report import (PLACEHOLDER, README_COMMAND, block_is_intact, cited_table, readme_block,
+                                  readme_blocks)
+
+    monkeypatch.chdir(REPO)
+    blocks = readme_blocks((REPO / "README.md").read_text(encoding="utf-8"))
+    assert "bu4dfe" in blocks
+    for name, body in blocks.items():
+        table = cited_table(body)
+        if table is None:
+            assert body == PLACEHOLDER.format(command=README_COMMAND, table=f"results/tables/{name}.csv"), name
+            continue
+        assert block_is_intact(body), f"README block {name} was edited by hand; run {README_COMMAND}"
+        if (REPO / table).exists():
+            assert body == readme_block(table), f"README block {name} is stale; run {README_COMMAND} --tables {table}"

@@ -157,20 +157,55 @@ def test_text_tower_is_frozen_and_outside_the_optimizer(tmp_path, text_encoder):
     assert n_optimised == n_model  # the optimiser holds exactly the model's (vision-side) parameters
 
 
-def test_resume_with_a_different_recipe_is_refused(tmp_path, text_encoder):
-    from smile_vlm.errors import ScanError
-
+def test_a_checkpoint_of_another_recipe_is_not_resumed(tmp_path, text_encoder, caplog):
     store, folds = make_fold_inputs(tmp_path)
     train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1), tmp_path / "run")
-    with pytest.raises(ScanError, match="train.lr"):
-        train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-3), tmp_path / "run")
+    with caplog.at_level("WARNING", logger="smile_vlm.train"):
+        rerun = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-3), tmp_path / "run"))
+    assert "written with different settings (train.lr); starting this fold over" in caplog.text
+    fresh = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-3), tmp_path / "fresh"))
+    for name, tensor in fresh["model"].items():
+        assert torch.equal(rerun["model"][name], tensor), name
+    assert load(tmp_path / "run" / CHECKPOINT_NAME)["settings"]["train"]["lr"] == 1e-3
 
 
-def test_pseudo_labels_and_multilabel_store_train(tmp_path, text_encoder):
+def write_pretrained_vision(path, seed: int):
+    """A vision.pt as `smile-vlm pretrain` writes it, with random weights drawn from ``seed``."""
+    spec = {"kind": "cnn", "width": 4, "depth": 2, "input_size": 16}
+    torch.manual_seed(seed)
+    encoder = encoders.load_vision_encoder(dict(spec))
+    torch.save({"format": encoders.PRETRAINED_VISION_FORMAT, "architecture": encoders.vision_architecture(spec),
+                "state_dict": encoder.state_dict()}, path)
+
+
+def test_a_rebuilt_pretrained_init_starts_the_fold_over_and_the_model_loads_without_it(tmp_path, text_encoder):
+    from smile_vlm.train import load_trained
+
+    store, folds = make_fold_inputs(tmp_path)
+    init = tmp_path / "vision.pt"
+    settings = tiny_settings(epochs=1)
+    settings["encoders"]["vision"]["init"] = str(init)
+    write_pretrained_vision(init, seed=1)
+    first = load(train_fold(store, folds, 0, 0, TINY_VARIANT, settings, tmp_path / "run"))
+    write_pretrained_vision(init, seed=2)  # rebuilt at the same path: same settings, other weights
+    rerun = load(train_fold(store, folds, 0, 0, TINY_VARIANT, settings, tmp_path / "run"))
+    fresh = load(train_fold(store, folds, 0, 0, TINY_VARIANT, settings, tmp_path / "fresh"))
+    name = next(n for n in fresh["model"] if "vision_encoder" in n)
+    assert not torch.equal(first["model"][name], rerun["model"][name])
+    for name, tensor in fresh["model"].items():
+        assert torch.equal(rerun["model"][name], tensor), name
+    init.unlink()  # evaluation and predict need the trained weights, not the pretrained start
+    model, _ = load_trained(tmp_path / "run" / "model.pt")
+    assert torch.equal(model.state_dict()[name], rerun["model"][name])
+
+
+@pytest.mark.parametrize("variant", [TINY_VARIANT, {"model": "facet_vlm", "projector": [16], "facet": {"heads": 2}}],
+                         ids=["smile_vlm", "facet_vlm"])
+def test_pseudo_labels_and_multilabel_store_train(tmp_path, text_encoder, variant):
     store, folds = make_fold_inputs(tmp_path, n_subjects=3, multi_label=True, classes=["negative", "positive", "surprise"])
     settings = {**tiny_settings(epochs=1), "classes": ["negative", "positive", "surprise"],
                 "prompts": {"source": "pseudo"}}
-    final = train_fold(store, folds, 0, 0, TINY_VARIANT, settings, tmp_path / "run")
+    final = train_fold(store, folds, 0, 0, variant, settings, tmp_path / "run")
     log = [json.loads(line) for line in (tmp_path / "run" / LOG_NAME).read_text().splitlines()]
     assert np.isfinite(log[-1]["total"]) and load(final)["classes"] == ["negative", "positive", "surprise"]
 
