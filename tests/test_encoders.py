@@ -16,46 +16,45 @@ from smile_vlm.encoders import (
     write_clip_tokenizer_files,
 )
 from smile_vlm.errors import ScanError
+from tiny_clip import save_tiny_clip
 
 transformers = pytest.importorskip("transformers")
 
 
-def _clip_bpe_file() -> Path:
-    # Locate open_clip's vocabulary without importing open_clip (it needs torchvision).
+def _open_clip_bpe_file() -> Path | None:
+    # OpenAI's merges file ships in the open_clip wheel; locate it without importing open_clip
+    # (which needs torchvision). It is not a dependency of this package.
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("open_clip (CLIP BPE vocabulary) is not installed")
+        return None
     path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():
-        pytest.skip("open_clip ships no bpe_simple_vocab_16e6.txt.gz")
-    return path
+    return path if path.is_file() else None
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    """A randomly initialised tiny CLIP with the real CLIP tokenizer, saved as a HF checkpoint."""
-    root = tmp_path_factory.mktemp("clip")
-    vocab, merges = write_clip_tokenizer_files(_clip_bpe_file(), root / "tokenizer")
+    """A randomly initialised tiny CLIP with a CLIP tokenizer (a few merges), saved as a HF checkpoint."""
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def test_converted_vocabulary_is_the_clip_tokenizer(tmp_path):
+    bpe = _open_clip_bpe_file()
+    if bpe is None:
+        pytest.skip("OpenAI's CLIP merges file (shipped in open_clip_torch) is not installed")
+    vocab, merges = write_clip_tokenizer_files(bpe, tmp_path / "tokenizer")
     tokenizer = transformers.CLIPTokenizer(str(vocab), str(merges))
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-                pad_token_id=49407)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=32, patch_size=16)
-    torch.manual_seed(0)
-    model = transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
-    checkpoint = root / "checkpoint"
-    model.save_pretrained(checkpoint)
-    tokenizer.save_pretrained(checkpoint)
-    return model.eval(), tokenizer, checkpoint
-
-
-def test_converted_vocabulary_is_the_clip_tokenizer(tiny_clip):
-    _, tokenizer, _ = tiny_clip
     assert len(tokenizer) == 49408
     ids = tokenizer("a happy smile")["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == ["<|startoftext|>", "a</w>", "happy</w>", "smile</w>", "<|endoftext|>"]
     assert ids[0] == 49406 and ids[-1] == 49407
+
+
+def test_tiny_merges_tokenize_like_clip(tiny_clip):
+    _, tokenizer, _ = tiny_clip
+    ids = tokenizer("happy face")["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[0] == "<|startoftext|>" and tokens[-1] == "<|endoftext|>"
+    assert "face</w>" in tokens and "happ" in tokens  # merges applied in rank order, end-of-word marked
 
 
 def test_clip_text_encoder_loads_the_saved_weights_frozen(tiny_clip):
