@@ -8,23 +8,37 @@
 # Logic lives in the smile_vlm library; each rule calls one `smile-vlm` CLI command.
 from snakemake.utils import min_version, validate
 
+from smile_vlm.configcheck import refuse, schema_problems
+
 min_version("9.0")
 
 
 configfile: "config.yaml"
 
 
+# Every schema violation at once, one line each; then Snakemake's validation fills in defaults.
+refuse(schema_problems(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
 
 include: "workflow/rules/common.smk"
+
+
+# Cross-references the schema cannot see (datasets, classes, variants, prompts): one line per
+# problem, before any rule reads the config. Dataset roots are checked once the targets are known.
+check_config()
+
+
 include: "workflow/rules/synth.smk"
 include: "workflow/rules/index.smk"
 include: "workflow/rules/render.smk"
 include: "workflow/rules/store.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/final.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:

@@ -14,6 +14,10 @@ train    training of one fold
 evaluate zero-shot and linear-probe evaluation of one fold
 report   tables and figures
 
+cli          the ``smile-vlm`` command (one subcommand per step; logging and user errors)
+configcheck  a workflow config's cross-references and dataset roots, checked before any job
+glcheck      refuses a PyOpenGL that cannot render offscreen, naming the fix
+
 The Snakemake workflow (Snakefile, workflow/rules) calls these through the ``smile-vlm`` CLI.
 """
 

@@ -5,7 +5,7 @@ image, i.e. independently per sample and per view, so a seed fixes the result on
 The images then go through the ops on their own device.
 
 SMILE-VLM (§II-C) makes two stochastic augmentations of every view for the mv-bt loss
-(Eq. 1); the recipe follows Barlow Twins (method.md §2) minus the parts that break faces
+(Eq. 1); the recipe follows Barlow Twins (Zbontar et al., ICML 2021) minus the parts that break faces
 rendered from fixed yaws: no horizontal flip by default (a flipped left view looks like a right
 view), no solarisation, no hue jitter on shaded or depth renders.
 """

@@ -1,4 +1,4 @@
-"""Subject-independent folds (datasets.md §6): no subject is ever in train and test of one fold.
+"""Subject-independent folds (docs/datasets.md): no subject is ever in train and test of one fold.
 
 A protocol is plain data, so every published setting is a parameter set rather than a preset:
 
@@ -21,7 +21,7 @@ numbers the (repeat, fold) pairs 0, 1, ... so one integer names a training job.
 Subjects outside the draw do not appear. The sample filter (classes, levels) is applied again by
 train and evaluate through ``fold_samples``, so they see exactly the samples the folds were made for.
 
-Cross-dataset protocol (split "cross", datasets.md §6.4: train on BU-4DFE, test on BP4D T1/T8):
+Cross-dataset protocol (split "cross", docs/datasets.md: train on BU-4DFE, test on BP4D T1/T8):
 one fold, k = 0, trains on every eligible subject of a training store and tests on every eligible
 subject of the evaluated store. Such a table has a ``dataset`` column (the stores' ``dataset``
 attribute), and a subject is the pair (dataset, subject) everywhere: the leak check compares pairs,

@@ -66,8 +66,8 @@ def select_gl_platform(backend: str = "osmesa") -> str:
     """Export PYOPENGL_PLATFORM (an already exported value wins) and return it.
 
     ``backend="auto"`` takes EGL where an NVIDIA GPU is present and OSMesa elsewhere: Mesa's EGL
-    also works without a GPU, but on the same software rasteriser, and was ~1.8x slower than
-    OSMesa in the install notes' benchmark (ecosystem.md §4; not re-measured here).
+    also works without a GPU, but on the same software rasteriser, where it gains nothing over
+    OSMesa.
     """
     if backend == "auto":
         backend = "egl" if nvidia_gpu_present() else "osmesa"

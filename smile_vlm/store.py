@@ -3,7 +3,7 @@
 Layout of ``store.zarr`` (N samples, V views, K classes):
 
 - ``images``     (N, V, H, W, C) uint8, one chunk per sample, Blosc zstd + byte shuffle
-  (9x on clean renders, see ecosystem.md section 5); for 4D samples the views are dynamic images.
+  (9.7x on the synthetic default; BENCHMARKS.md, "Stores and loading"); for 4D samples the views are dynamic images.
 - ``label``      (N,) int64, index into ``attrs["classes"]``, -1 when the sample has no class we use.
 - ``labels``     (N, K) uint8 multi-hot, from the manifest's pipe-joined ``labels`` column.
 - ``intensity``  (N,) int64 (BU-3DFE level 0-4, else -1); ``n_frames`` (N,) int64 (1 for 3D scans).
@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -38,6 +40,9 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from smile_vlm import atomic
 from smile_vlm.errors import ScanError
+
+log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 10.0  # a progress line at most this often while a large store is written
 
 DEFAULT_COMPRESSION_LEVEL = 3
 MISSING_CSV_NAME = "store_missing.csv"
@@ -82,6 +87,10 @@ def pack_store(manifest_csv: str | Path, shard_index_csvs, out_path: str | Path,
     images_per_sample = [rendered[s]["images"] for s in kept]
     n_frames = np.array([rendered[s]["n_frames"] for s in kept], dtype=np.int64)
     height, width, channels = _read_png(images_per_sample[0][0]).shape
+    shape = (len(kept), len(views), height, width, channels)
+    log.info("packing %d %s samples (%d missing) into %s: images %s uint8, zstd level %d",
+             len(kept), dataset, len(missing), out_path, "x".join(map(str, shape)), level)
+    started = time.perf_counter()
 
     with atomic.atomic_path(out_path) as tmp:
         root = zarr.open_group(tmp, mode="w")
@@ -91,8 +100,12 @@ def pack_store(manifest_csv: str | Path, shard_index_csvs, out_path: str | Path,
             compressors=BloscCodec(cname="zstd", clevel=level, shuffle=BloscShuffle.shuffle))
         images.attrs["layout"] = "N,view,H,W,C"
         # One sample in memory at a time: 4D stores of BP4D hold thousands of samples.
+        last_line = time.perf_counter()
         for row, paths in enumerate(images_per_sample):
             images[row] = np.stack([_read_png(p, expected=(height, width, channels)) for p in paths])
+            if time.perf_counter() - last_line > PROGRESS_SECONDS:
+                log.info("%d/%d samples written", row + 1, len(kept))
+                last_line = time.perf_counter()
         _write_metadata(root, table, n_frames, classes)
 
         root.attrs.update({
@@ -112,6 +125,14 @@ def pack_store(manifest_csv: str | Path, shard_index_csvs, out_path: str | Path,
         # Written just before the store appears, so a store never sits beside a stale list.
         atomic.write_csv(out_path.parent / MISSING_CSV_NAME,
                          pd.DataFrame(missing, columns=["sample_id", "reason"]))
+    raw = int(np.prod(shape))
+    stored = _folder_bytes(out_path / "images")
+    log.info("store %s: %d samples, %.1f MB raw, %.1f MB on disk (%.1fx compression), %.1f s",
+             out_path, len(kept), raw / 1e6, stored / 1e6, raw / max(stored, 1), time.perf_counter() - started)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _match_renders(samples: pd.DataFrame, rendered: dict, n_views: int, dataset: str):

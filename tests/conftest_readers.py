@@ -23,7 +23,7 @@ def vrml_text(
     first_on_point_line: bool = True,
     trailing_minus_one: bool = False,
 ) -> str:
-    """The BU-3DFE F3D skeleton of datasets.md §1.3 around the given data.
+    """The BU-3DFE F3D skeleton of docs/datasets.md around the given data.
 
     ``commas`` writes '0, 1, 2, -1,' style indices; the last polygon has no trailing -1
     unless ``trailing_minus_one``.
@@ -106,7 +106,7 @@ def write_vrml(path: Path, url: str | None = "tex.bmp", texture: bool = True, **
 
 
 def bnt_bytes(xyz_top_first: np.ndarray, uv_top_first: np.ndarray, name: str, zmin: float = -1e9) -> bytes:
-    """A .bnt per datasets.md §7.3: header, then X Y Z U V planes stored bottom row first."""
+    """A .bnt per docs/datasets.md: header, then X Y Z U V planes stored bottom row first."""
     planes = np.concatenate([np.moveaxis(xyz_top_first, -1, 0), np.moveaxis(uv_top_first, -1, 0)])
     planes = planes[:, ::-1, :]  # the file's row 0 is the bottom of the face
     nrows, ncols = planes.shape[1:]

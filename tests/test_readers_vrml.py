@@ -50,7 +50,7 @@ def test_layout_variants_give_the_same_mesh(tmp_path, commas, first_on_point_lin
 
 
 def test_section_1_3_skeleton_five_vertices_quad_triangle_six_uvs(tmp_path):
-    # Verbatim layout of datasets.md §1.3: first coordinate on the 'point [' line, one
+    # Verbatim layout of docs/datasets.md: first coordinate on the 'point [' line, one
     # "x y z," per line, last item without comma, last polygon with its -1.
     text = """#VRML V2.0 utf8
 #Tricorder Technology plc - 2000

@@ -97,15 +97,20 @@ def test_folds_are_subject_independent_and_tables_complete(workflow_run):
 
     table = pd.read_csv(results / "tables" / "bu4dfe.csv")
     ours = table[table.source == "ours"]
-    assert set(ours.method) == {"smile_vlm", "facet_vlm"}  # side by side (FACET-VLM issue)
+    # SMILE-VLM beside FACET-VLM supervised and prompt-aligned, each row naming its supervision
+    assert dict(zip(ours.method, ours.supervision)) == {
+        "smile_vlm": "class prompts (labels)", "facet_vlm_prompt": "class prompts (labels)",
+        "facet_vlm_supervised": "cross-entropy on labels + class prompts (labels)"}
     assert (ours[ours.fold != "mean"].groupby("method").size() == 2).all()
-    assert ours.accuracy.between(0, 100).all()
+    assert ours.accuracy.between(0, 100).all()  # learning itself: tests/test_learning.py
     reported = table[table.source == "reported"].set_index("method")
     assert reported.loc["SMILE-VLM", "accuracy"] == 96.57
 
     table_v = pd.read_csv(results / "tables" / "4dme.csv")
     assert {"smile_vlm (yaw -30 only)", "smile_vlm (yaw +30 only)", "smile_vlm (yaw +0 only)"} <= set(table_v.method)
     assert {"f1_repression", "accuracy_average"} <= set(table_v.columns)
+    assert set(table_v[table_v.source == "ours"].decision) == {
+        "above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)"}
 
     cross = json.loads((results / "bp4d_cross" / "eval" / "smile_vlm" / "fold0.json").read_text())
     assert cross["train_dataset"] == "bu4dfe" and cross["test_dataset"] == "bp4d"
@@ -173,3 +178,28 @@ def test_dry_run_of_the_default_config_and_schema_errors(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "sise" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_speed_only_settings_rerun_nothing(workflow_run, tmp_path):
+    # Threads and workers reach the jobs through threads:/resources:, never through params:.
+    for section, key, value in (("render", "threads", 2), ("train", "threads", 2),
+                                ("train", "workers", 1), ("index", "workers", 2)):
+        change = config_overlay(tmp_path / f"{section}_{key}.yaml", {section: {key: value}})
+        assert planned_jobs(snakemake(workflow_run, "-n", overlays=[change])) == {}, f"{section}.{key}"
+
+
+@pytest.mark.slow
+def test_jobs_log_what_they_do_and_benchmark_themselves(workflow_run):
+    logs = workflow_run / "logs"
+    epochs = [line for line in (logs / "train" / "bu4dfe" / "smile_vlm" / "fold0.log").read_text().splitlines()
+              if " INFO smile_vlm.train: epoch " in line]
+    assert len(epochs) == 2  # tiny.yaml: train.epochs 2
+    assert "x compression" in (logs / "pack" / "bu4dfe.log").read_text()
+    benchmarked = {p.relative_to(logs / "benchmarks").parts[0] for p in (logs / "benchmarks").rglob("*.tsv")}
+    assert {"synth", "index", "render", "pack", "folds", "train", "evaluate", "table", "summary"} <= benchmarked
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "job_times.py"), str(logs / "benchmarks")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert int(rows["train"][1]) == len(list((logs / "benchmarks" / "train").rglob("*.tsv")))

@@ -1,4 +1,4 @@
-"""BU-3DFE ``_F3D.bnd`` / BU-4DFE ``BU4DFE_BND_V1.1`` landmark reader (datasets.md §1.5, §2.4)."""
+"""BU-3DFE ``_F3D.bnd`` / BU-4DFE ``BU4DFE_BND_V1.1`` landmark reader (docs/datasets.md)."""
 
 from __future__ import annotations
 

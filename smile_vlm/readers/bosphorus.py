@@ -1,4 +1,4 @@
-"""Bosphorus readers: ``.bnt`` range grids and ``.lm3`` / ``.lm2`` landmarks (datasets.md §4.3-4.6)."""
+"""Bosphorus readers: ``.bnt`` range grids and ``.lm3`` / ``.lm2`` landmarks (docs/datasets.md)."""
 
 from __future__ import annotations
 

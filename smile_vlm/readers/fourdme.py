@@ -1,4 +1,4 @@
-"""4DME micro-expression annotations (datasets.md §5.2): one row per clip, multi-hot emotions."""
+"""4DME micro-expression annotations (docs/datasets.md): one row per clip, multi-hot emotions."""
 
 from __future__ import annotations
 

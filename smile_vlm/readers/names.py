@@ -1,4 +1,4 @@
-"""Class lists and file-name parsers of the five datasets (datasets.md §1.2, §2.2, §3.2, §4.2)."""
+"""Class lists and file-name parsers of the five datasets (docs/datasets.md)."""
 
 from __future__ import annotations
 

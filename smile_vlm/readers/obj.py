@@ -1,4 +1,4 @@
-"""Wavefront OBJ reader (candidate container of BP4D and 4DME frames; datasets.md §3.3, §5.4).
+"""Wavefront OBJ reader (candidate container of BP4D and 4DME frames; docs/datasets.md).
 
 A strict reader of our own instead of trimesh: trimesh skips what it cannot parse (a face with
 two corners, a cut last line, a damaged token) and accepts index 0, so a damaged frame loaded

@@ -1,4 +1,4 @@
-"""VRML 2.0 IndexedFaceSet reader (BU-3DFE, BU-4DFE and maybe BP4D; datasets.md §1.3, §2.3).
+"""VRML 2.0 IndexedFaceSet reader (BU-3DFE, BU-4DFE and maybe BP4D; docs/datasets.md).
 
 Only the four data blocks matter: ``coord Coordinate { point [...] }``, ``coordIndex [...]``,
 ``texCoord TextureCoordinate { point [...] }`` and ``texCoordIndex [...]``, plus the texture

@@ -16,9 +16,12 @@ rule evaluate:
     threads: lambda w: config["train"]["threads"]
     log:
         "logs/evaluate/{experiment}/{variant}/fold{k}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{experiment}/{variant}/fold{k}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} evaluate --store {input.store} --folds {input.folds} --k {wildcards.k}"
         " --model {input.model} --variant {params.variant:q} --settings {params.settings:q}"
-        " --train-store {input.train_store} --text-bank {input.text_bank} --out {output} > {log} 2>&1"
+        " --train-store {input.train_store} --text-bank {input.text_bank} --out {output}"
+        " --threads {threads} > {log} 2>&1"

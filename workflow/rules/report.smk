@@ -14,8 +14,10 @@ rule table:
         experiment=lambda w: as_json(table_settings(w.experiment)),
     log:
         "logs/table/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/table/{experiment}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} table --experiment {params.experiment:q} --out {output}"
         " --evals {input} > {log} 2>&1"
@@ -32,6 +34,10 @@ rule ablation_table:
         ),
     log:
         "logs/ablation_table/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/ablation_table/{experiment}.tsv"
+    conda:
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} table --experiment {params.experiment:q} --out {output}"
         " --evals {input} > {log} 2>&1"
@@ -48,6 +54,10 @@ rule ablation_figure:
         ),
     log:
         "logs/figure/ablation_{experiment}.log",
+    benchmark:
+        "logs/benchmarks/ablation_figure/{experiment}.tsv"
+    conda:
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} figure ablation --inputs {input} --out {output} > {log} 2>&1"
 
@@ -64,6 +74,10 @@ rule ablation_summary:
         ),
     log:
         "logs/figure/ablation_summary.log",
+    benchmark:
+        "logs/benchmarks/ablation_summary/ablation_summary.tsv"
+    conda:
+        "../../envs/smile-vlm.yaml"
     shell:
         "({SMILE_VLM} figure ablation --inputs {input} --out $(mktemp --suffix .png)"
         " --table-out {output.table} &&"
@@ -86,6 +100,10 @@ rule experiment_figure:
         kind=lambda w: w.kind.replace("_", "-"),
     log:
         "logs/figure/{experiment}_{kind}.log",
+    benchmark:
+        "logs/benchmarks/experiment_figure/{experiment}_{kind}.tsv"
+    conda:
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} figure {params.kind} --inputs {input} --out {output} > {log} 2>&1"
 
@@ -104,6 +122,10 @@ rule training_curves:
         logs=lambda w, input: [str(Path(p).parent / "train_log.jsonl") for p in input],
     log:
         "logs/figure/{experiment}_{variant}_curves.log",
+    benchmark:
+        "logs/benchmarks/training_curves/{experiment}_{variant}.tsv"
+    conda:
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} figure training-curves --inputs {params.logs} --out {output} > {log} 2>&1"
 
@@ -118,6 +140,10 @@ rule summary:
         sources=as_json(data_sources()),
     log:
         "logs/summary.log",
+    benchmark:
+        "logs/benchmarks/summary/summary.tsv"
+    conda:
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} summary --data-sources {params.sources:q} --out {output}"
         " --tables {input.tables} {input.ablation} > {log} 2>&1"

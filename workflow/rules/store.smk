@@ -15,8 +15,10 @@ rule pack:
         runtime=60,
     log:
         "logs/pack/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/pack/{dataset}.tsv"
     conda:
-        "../../envs/preprocess.yaml"
+        "../../envs/smile-vlm.yaml"
     message:
         "Packing {wildcards.dataset} renders into a Zarr store"
     shell:
@@ -35,7 +37,9 @@ rule contact_sheet:
         ),
     log:
         "logs/contact_sheet/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/contact_sheet/{dataset}.tsv"
     conda:
-        "../../envs/preprocess.yaml"
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} contact-sheet --store {input} --out {output} > {log} 2>&1"

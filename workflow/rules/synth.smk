@@ -9,8 +9,10 @@ rule synth:
         settings=lambda w: as_json(synth_settings(w.dataset)),
     log:
         "logs/synth/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/synth/{dataset}.tsv"
     conda:
-        "../../envs/preprocess.yaml"
+        "../../envs/smile-vlm.yaml"
     message:
         "Writing synthetic {wildcards.dataset} scans in the dataset's raw format"
     shell:

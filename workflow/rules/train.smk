@@ -11,8 +11,10 @@ checkpoint folds:
         protocol=lambda w: as_json(protocol_settings(w.experiment)),
     log:
         "logs/folds/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/folds/{experiment}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} folds --store {input.store} --train-store {input.train_store}"
         " --protocol {params.protocol:q} --out {output} > {log} 2>&1"
@@ -29,22 +31,12 @@ rule text_bank:
         settings=as_json(text_bank_settings()),
     log:
         "logs/text_bank.log",
+    benchmark:
+        "logs/benchmarks/text_bank/text_bank.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/smile-vlm.yaml"
     shell:
         "{SMILE_VLM} text-bank --settings {params.settings:q} --out {output} > {log} 2>&1"
-
-
-def train_launcher(wildcards, resources):
-    """Several GPUs train one fold with DDP under torchrun; otherwise a single process.
-
-    The GPU count is the rule's `gpu` resource, so a profile's set-resources decides both what
-    the scheduler grants and how many processes torchrun starts.
-    """
-    gpus = int(resources.get("gpu", 0))
-    if gpus > 1:
-        return f"{shlex.quote(sys.executable)} -m torch.distributed.run --standalone --nproc-per-node {gpus} -m smile_vlm.train"
-    return f"{SMILE_VLM} train"
 
 
 rule train:
@@ -52,10 +44,11 @@ rule train:
         store=train_store,
         folds="results/{experiment}/folds.csv",
         text_bank=TEXT_BANK,
+        pretrained=vision_init_input,
     output:
         "results/{experiment}/models/{variant}/fold{k}/model.pt",
     params:
-        launcher=train_launcher,
+        launcher=torch_launcher("train"),
         out_dir=lambda w: f"results/{w.experiment}/models/{w.variant}/fold{w.k}",
         variant=lambda w: as_json(variant_settings(w.variant)),
         settings=lambda w: as_json(train_settings(w)),
@@ -64,13 +57,17 @@ rule train:
         mem_mb=8000,
         runtime=240,
         gpu=lambda w: int(config["train"]["gpus"]),
+        workers=lambda w: int(config["train"]["workers"]),  # DataLoader processes: speed only
     log:
         "logs/train/{experiment}/{variant}/fold{k}.log",
+    benchmark:
+        "logs/benchmarks/train/{experiment}/{variant}/fold{k}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/smile-vlm.yaml"
     message:
         "Training {wildcards.variant} on {wildcards.experiment}, fold {wildcards.k}"
     shell:
         "{params.launcher} --store {input.store} --folds {input.folds} --k {wildcards.k}"
         " --variant {params.variant:q} --settings {params.settings:q}"
-        " --text-bank {input.text_bank} --out {params.out_dir:q} --threads {threads} > {log} 2>&1"
+        " --text-bank {input.text_bank} --out {params.out_dir:q} --threads {threads}"
+        " --workers {resources.workers} > {log} 2>&1"
