@@ -7,12 +7,12 @@ then writes the per-fold zero-shot accuracies, their mean and standard deviation
 images' boundary-band energy ratio and the wall time as JSON.
 
 Compare two versions of the code by running the script once per tree, e.g. the old code from a
-``git worktree add /tmp/before <commit>`` and the current checkout::
+``git worktree add ../smile-vlm-before <commit>`` and the current checkout::
 
-    nice -n 10 .venv/bin/python benchmarks/bench_dynamic_support.py --code /tmp/before \
-        --workdir /tmp/wd/before-ict --face-source ict --ict-dir <FaceXModel folder> --out before-ict.json
+    nice -n 10 .venv/bin/python benchmarks/bench_dynamic_support.py --code ../smile-vlm-before \
+        --workdir wd/before-ict --face-source ict --ict-dir <FaceXModel folder> --out before-ict.json
     nice -n 10 .venv/bin/python benchmarks/bench_dynamic_support.py --code . \
-        --workdir /tmp/wd/after-ict --face-source ict --ict-dir <FaceXModel folder> --out after-ict.json
+        --workdir wd/after-ict --face-source ict --ict-dir <FaceXModel folder> --out after-ict.json
     .venv/bin/python benchmarks/bench_dynamic_support.py --compare before-ict.json after-ict.json
 """
 

@@ -6,8 +6,8 @@ import pytest
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize, estimate_nose_tip
+from ict_data import ICT_DIR
 
-ICT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-facekit"
 
 
 def grid_face(n=41, half_width=100.0):

@@ -1,6 +1,5 @@
 """FACS-captioned pretraining (smile_vlm.pretrain) and fine-tuning from it (encoders.vision.init)."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,9 @@ from smile_vlm.encoders import load_vision_encoder
 from smile_vlm.errors import ScanError
 from smile_vlm.synth import layouts
 from smile_vlm.synth.face import sample_identity
+from ict_data import ICT_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-ICT_DIR = Path(os.environ.get("SMILE_VLM_ICT_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-facekit"))
 HAVE_ICT = (ICT_DIR / "generic_neutral_mesh.obj").is_file()
 needs_ict = pytest.mark.skipif(not HAVE_ICT, reason="ICT-FaceKit folder absent")
 

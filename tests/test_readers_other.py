@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ict_data import ICT_DIR
 from conftest_readers import FOURDME_COLUMNS, BNT_VALID, LM2_TEXT, LM3_TEXT, write_4dme_xlsx, write_bnd, write_bnt
 from smile_vlm.errors import ScanError
 from smile_vlm.readers import read_mesh
@@ -225,7 +225,7 @@ def test_4dme_missing_column_is_reported(tmp_path):
 
 # ----------------------------------------------------------------------------- real geometry
 
-ICT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-facekit"
+ICT = ICT_DIR
 
 
 def _triangle_multiset(corners: np.ndarray) -> Counter:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from conftest_readers import (
 from smile_vlm.errors import ScanError
 from smile_vlm.readers import read_mesh, resolve_texture
 from smile_vlm.readers.vrml import parse_vrml, read_vrml
+from ict_data import ICT_DIR
 
 
 def test_quad_pentagon_triangle_are_fan_triangulated_with_per_corner_uvs(tmp_path):
@@ -145,7 +145,7 @@ def test_resolve_texture_accepts_subfolder_and_inner_symlink(tmp_path):
     assert resolve_texture(tmp_path, "alias.bmp") == tmp_path / "alias.bmp"
 
 
-ICT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-facekit"
+ICT = ICT_DIR
 
 
 @pytest.mark.skipif(not (ICT / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset not present")

@@ -13,6 +13,7 @@ import pytest
 from smile_vlm.synth import face, generate
 from smile_vlm.synth.face import EMOTIONS, FaceModel, PROTOTYPES, sample_identity
 from smile_vlm.synth.layouts import BP4D_TASKS, DEFAULTS, bp4d_frame_format
+from ict_data import ICT_DIR
 
 SMALL = {
     "seed": 3,
@@ -229,7 +230,6 @@ def test_4dme_sheet_frames_and_labels(generated):
 
 
 # ----------------------------------------------------------------------------- ICT-FaceKit source
-ICT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ict-facekit"
 needs_ict = pytest.mark.skipif(not (ICT_DIR / "generic_neutral_mesh.obj").is_file(), reason="ICT-FaceKit subset absent")
 
 
