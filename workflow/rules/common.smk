@@ -327,6 +327,23 @@ def all_targets():
     return targets
 
 
+# ---- pretrain --------------------------------------------------------------------------------
+def pretrain_names():
+    return ["default", *config["pretrain"]["variants"]]
+
+
+def pretrain_settings(name):
+    """What the pretrained weights depend on: the pretrain section (with the named variant's
+    overrides), the views and render mode, the text tower that embeds the captions and the vision
+    architecture. No train/evaluate/experiment setting, so changing those never reruns it."""
+    section = config["pretrain"]
+    pretrain = {k: v for k, v in section.items() if k not in ("threads", "variants")}
+    pretrain.update(section["variants"].get(name) or {})
+    render = {k: config["render"][k] for k in ("yaws", "pitches", "mode", "radius_mm", "backend")}
+    vision = {k: v for k, v in config["encoders"]["vision"].items() if k != "init"}
+    return {"pretrain": pretrain, "render": render, "encoders": {"text": config["encoders"]["text"], "vision": vision}}
+
+
 # ---- predict ---------------------------------------------------------------------------------
 def predict_setting(key):
     """predict.model / predict.inputs, or one line saying what to set (only when a target needs it)."""
