@@ -18,13 +18,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from smile_vlm.model import build_model
+from smile_vlm.models import build_model
 
 
 def median_step_seconds(name: str, batch: int, views: int, steps: int, text_dim: int = 384, classes: int = 6,
                         bf16: bool = False) -> float:
     torch.manual_seed(0)
-    model = build_model({"name": name}, views, text_dim)
+    model = build_model({"model": name}, views, text_dim)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
     images = torch.rand(3, batch, views, 3, 64, 64)
     class_emb = F.normalize(torch.randn(classes, text_dim), dim=-1)
@@ -34,7 +34,7 @@ def median_step_seconds(name: str, batch: int, views: int, steps: int, text_dim:
     for _ in range(steps + 1):  # the first step warms up allocators and is dropped
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # as train.amp: auto does on AVX-512
-            losses = model.training_losses(images[0], images[1], images[2], text_emb, class_emb, labels, {})
+            losses = model.training_losses(images[0], images[1], images[2], text_emb, class_emb, labels)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()

@@ -1,10 +1,19 @@
-"""Render throughput on one core: reused renderer vs a naive new-scene-per-view loop.
+"""Render throughput on one core: reused renderer vs a naive new-scene-per-view loop; and the
+CPU of a whole render job on real-size BU-4DFE frames, each frame parsed once vs twice.
 
     .venv/bin/python benchmarks/bench_render.py [--meshes 30] [--naive-meshes 5] [--mode shaded]
+    .venv/bin/python benchmarks/bench_render.py --shard [--frames-per-sequence 20] [--rounds 2]
 
 Each mesh: canonicalize + upload + 3 views (yaw 0/-30/30) at 224x224 + 3 atomic PNG writes, with
 LP_NUM_THREADS=1 (one llvmpipe thread, as in parallel Snakemake jobs). Mesh reading is NOT
 included (it depends on the raw format). Prints views/s and a projection for BU-4DFE.
+
+--shard generates one synthetic BU-4DFE subject at the real frame size (6 sequences, ~35k
+vertices and ~4.4 MB of VRML per frame) and runs ``render_shard`` on it (config.yaml's render
+settings) as the render job does, in rounds that alternate the baseline, every sampled frame
+parsed twice (nose-tip pass, then render pass: ``keep_parsed_mb=0``), with the default (parsed
+once). Prints each job's CPU time (process time, the job's llvmpipe thread included) and the
+part spent reading meshes, and checks that both write the same files byte for byte.
 """
 
 from __future__ import annotations
@@ -107,13 +116,95 @@ def pooling_seconds_per_sequence(size: int, repeats: int = 3) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def bench_shard(frames_per_sequence: int, rounds: int, corpus: str | None) -> None:
+    """CPU of one subject's render job, each sampled frame parsed twice (baseline) or once."""
+    import filecmp
+    import shutil
+    import statistics
+
+    import yaml
+
+    from smile_vlm.index import write_index
+    from smile_vlm.readers import read_mesh
+    from smile_vlm.render import render_shard
+    from smile_vlm.sequence import KEEP_PARSED_MB, mesh_bytes
+    from smile_vlm.synth import generate
+
+    from smile_vlm.settings import section_defaults
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    render = {**section_defaults("render"), **(config.get("render") or {})}
+    folder = Path(corpus) if corpus else Path(tempfile.mkdtemp(prefix="bench_shard_"))
+    try:
+        root = folder / "bu4dfe"
+        if not (root / "SYNTHETIC.json").exists():
+            generate("bu4dfe", root, {"subjects": {"bu4dfe": 1}, "frames": {"bu4dfe": frames_per_sequence},
+                                      "resolution_4d": 173, "seed": 0})
+        manifest, _, _ = write_index("bu4dfe", root, {"validate": "header"}, folder / "manifest.csv",
+                                     folder / "rejects.csv")
+        subject = manifest["subject"].iloc[0]
+        first = read_mesh(manifest["mesh_path"].iloc[0])
+        frame_mb = Path(manifest["mesh_path"].iloc[0]).stat().st_size / 1e6
+        print(f"subject {subject}: {manifest['sample_id'].nunique()} sequences x {frames_per_sequence} frames, "
+              f"{first.n_vertices} vertices and {frame_mb:.2f} MB of VRML per frame; render settings {render}")
+        frame_bytes, sampled = mesh_bytes(first), int(render["frames"])
+        print(f"a parsed frame holds {frame_bytes / 2**20:.1f} MB: a sequence's {sampled} sampled frames "
+              f"{frame_bytes * sampled / 2**20:.0f} MB (kept up to {KEEP_PARSED_MB} MB)")
+        cpu = {"parsed twice (baseline)": [], "parsed once": []}
+        reading = {name: [] for name in cpu}
+        for _ in range(rounds):
+            for name, keep_mb in (("parsed twice (baseline)", 0), ("parsed once", None)):
+                spent = []
+
+                def timed_reader(path, spent=spent):
+                    start = time.process_time()
+                    try:
+                        return read_mesh(path)
+                    finally:
+                        spent.append(time.process_time() - start)
+
+                out = folder / ("twice" if keep_mb == 0 else "once")
+                shutil.rmtree(out, ignore_errors=True)
+                extra = {} if keep_mb is None else {"keep_parsed_mb": keep_mb}
+                start = time.process_time()
+                render_shard(folder / "manifest.csv", "bu4dfe", subject, out, render, mesh_reader=timed_reader, **extra)
+                cpu[name].append(time.process_time() - start)
+                reading[name].append((sum(spent), len(spent)))
+        names = sorted(p.name for p in (folder / "twice").iterdir())
+        assert names == sorted(p.name for p in (folder / "once").iterdir())
+        for name in names:
+            same = (filecmp.cmp(folder / "twice" / name, folder / "once" / name, shallow=False) if name.endswith(".png")
+                    else (folder / "twice" / name).read_text().replace("twice", "X")
+                    == (folder / "once" / name).read_text().replace("once", "X"))
+            assert same, f"{name} differs between the two runs"
+        print(f"both runs wrote the same {len(names)} files, byte for byte")
+    finally:
+        if not corpus:
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"load average: {os.getloadavg()[0]:.2f}; {rounds} rounds, CPU (process) seconds per render job")
+    print(f"{'job':<26}{'median CPU s':>13}{'all rounds':>22}{'mesh reads':>12}{'reading CPU s':>15}")
+    for name, seconds in cpu.items():
+        read_s, n_reads = reading[name][-1]
+        print(f"{name:<26}{statistics.median(seconds):>13.2f}{' '.join(f'{v:.2f}' for v in seconds):>22}"
+              f"{n_reads:>12}{read_s:>15.2f}")
+    before, after = (statistics.median(seconds) for seconds in cpu.values())
+    print(f"parsing once saves {1 - after / before:.0%} of the job's CPU ({before / after:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shard", action="store_true", help="time a whole render job on real-size frames instead")
+    parser.add_argument("--frames-per-sequence", type=int, default=20, help="--shard: frames of each sequence")
+    parser.add_argument("--rounds", type=int, default=2, help="--shard: alternating rounds of the two jobs")
+    parser.add_argument("--corpus", help="--shard: generate into (or reuse) this folder and keep it")
     parser.add_argument("--meshes", type=int, default=30, help="meshes for the reused renderer")
     parser.add_argument("--naive-meshes", type=int, default=5, help="meshes for the naive loop")
     parser.add_argument("--mode", default="shaded", choices=["shaded", "depth"])
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
+    if args.shard:
+        bench_shard(args.frames_per_sequence, args.rounds, args.corpus)
+        return
 
     settings = {"mode": args.mode, "size": args.size, "threads": 1, "radius_mm": 90.0}
     # slightly different scans, as in a real sequence

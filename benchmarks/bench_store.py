@@ -22,6 +22,7 @@ import zarr
 from PIL import Image
 
 from smile_vlm import store
+from smile_vlm.data import StoreDataset
 
 CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
 
@@ -101,7 +102,7 @@ def main() -> None:
         results["random_reads_per_s"] = args.reads / elapsed
         results["random_read_ms"] = 1e3 * elapsed / args.reads
 
-        dataset = store.StoreDataset(out)
+        dataset = StoreDataset(out)
         for workers in args.workers:
             loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
                                                  num_workers=workers)

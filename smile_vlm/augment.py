@@ -17,21 +17,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-# CLIP's normalisation; the compact CNN default uses the same so one constant serves both.
+from smile_vlm.settings import DEFAULT_AUGMENT
+
+# Image statistics CLIP was trained with (openai/CLIP clip.py _transform); CLIP's vision tower
+# normalises with them, and so does the augmentation by default.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-DEFAULT_AUGMENT = {
-    "crop_scale": [0.6, 1.0],  # area fraction kept by the random resized crop
-    "crop_ratio": [0.75, 1.3333333],  # aspect-ratio range of the crop
-    "brightness": 0.4,  # multiplicative brightness factor drawn in [1-b, 1+b]
-    "contrast": 0.4,  # contrast factor drawn in [1-c, 1+c], around each image's mean
-    "jitter_probability": 0.8,
-    "blur_probability": 0.5,
-    "blur_sigma": [0.1, 2.0],  # gaussian blur sigma in pixels of the output size
-    "noise_std": 0.02,  # additive gaussian noise on the [0, 1] scale
-    "flip_probability": 0.0,
-}
 
 
 def _uniform(count: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

@@ -3,26 +3,7 @@
 Zero-shot (SMILE-VLM §III-D): the prediction is argmax_k of ``model.class_scores`` against the
 prompt-ensembled class embeddings (``TextBank.class_embeddings``) of the test subjects' samples.
 
-Single-label metrics: accuracy, per-class F1 from the confusion matrix (rows = true class,
-columns = predicted), macro-F1 = mean of the per-class F1 over the classes that occur in the
-truth or the predictions of the fold (sklearn's ``average="macro"`` without ``labels``; a class
-absent from both has no F1 and is written as null).
-
-Multi-label (4DME, five binary labels): the scores are turned into label sets by the rule in
-``settings["evaluate"]["multilabel_rule"]``:
-
-* ``"above_uniform"`` (default): p = softmax(scale * scores); a class is predicted when
-  p_k >= 1/K, i.e. more likely than under a uniform guess. The argmax is always predicted, so every
-  sample gets at least one label.
-* a number t: the class is predicted when p_k >= t (plus the argmax).
-
-``scale`` is the logit scale the model was trained with, 1/tau of its loss settings (tau = 0.07:
-14.29), read from the checkpoint, never a setting of the evaluation: the label sets change with
-the scale, and only the training scale is the one the scores were shaped for. Each evaluation
-JSON records the rule and the scale under ``multilabel_decision``.
-
-Per class: F1 and accuracy (TP + TN) / N of the binary decision; the JSON also holds their
-averages over classes (the paper's Table V reports per-class F1 and accuracy and their average).
+Metrics (accuracy, F1, the multi-label decision, the probe): metrics.py.
 
 Linear probe: logistic regression (sklearn, lbfgs) on L2-normalised frozen fused embeddings of
 the fold's train split, scored on its test split (multi-label: one binary probe per class,
@@ -44,6 +25,7 @@ trains on the training store (recorded in model.pt) with the trained classes as 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -52,121 +34,29 @@ from smile_vlm import atomic
 from smile_vlm.augment import Augmenter
 from smile_vlm.errors import ScanError
 from smile_vlm.folds import fold_samples, fold_subjects, read_folds, resolve_protocol
-from smile_vlm.losses import CLIP_TEMPERATURE
-from smile_vlm.train import FoldTargets, build_text_bank, image_input, load_trained, resolve_settings, select_device
+from smile_vlm.metrics import linear_probe_accuracy, multilabel_probe_accuracy, view_weights_per_class, zero_shot_metrics
+from smile_vlm.models import image_input, load_trained
+from smile_vlm.prompts import build_text_bank
+from smile_vlm.runtime import select_device
+from smile_vlm.settings import DEFAULT_EVALUATE, resolve_settings
+from smile_vlm.targets import FoldTargets
+from smile_vlm.views import view_names
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_EVALUATE = {
-    "linear_probe": True,  # also fit the logistic-regression probe on frozen fused embeddings
-    "batch_size": 64,  # inference batch
-    "multilabel_rule": "above_uniform",  # or a probability threshold in (0, 1), at the training scale 1/tau
-    "probe_c": 1.0,  # inverse L2 regularisation strength of the probe
-    "single_view": True,  # also score each view alone (the others masked out of the fusion): Table V
-}
-
-
-# --------------------------------------------------------------------------- metrics (pure)
-
-def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
-    """(K, K) counts, rows = true class, columns = predicted class."""
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
-
-
-def accuracy(y_true, y_pred) -> float:
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    return float((y_true == y_pred).mean())
-
-
-def f1_from_counts(true_positive, false_positive, false_negative) -> np.ndarray:
-    """2TP / (2TP + FP + FN) per class; NaN where the class is neither true nor predicted."""
-    tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (true_positive, false_positive, false_negative))
-    denominator = 2 * tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
-
-
-def per_class_f1(confusion: np.ndarray) -> np.ndarray:
-    tp = np.diag(confusion)
-    return f1_from_counts(tp, confusion.sum(axis=0) - tp, confusion.sum(axis=1) - tp)
-
-
-def macro_f1(per_class: np.ndarray) -> float:
-    defined = per_class[~np.isnan(per_class)]
-    return float(defined.mean()) if defined.size else float("nan")
-
-
-def multilabel_predictions(scores, rule="above_uniform", scale: float = 1 / CLIP_TEMPERATURE) -> np.ndarray:
-    """(N, K) bool label sets from (N, K) scores (see the module doc for the rule)."""
-    scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
-    probabilities = torch.softmax(scale * scores, dim=1).numpy()
-    threshold = 1.0 / scores.shape[1] if rule == "above_uniform" else float(rule)
-    predicted = probabilities >= threshold
-    predicted[np.arange(len(predicted)), probabilities.argmax(axis=1)] = True
-    return predicted
-
-
-def multilabel_metrics(y_true, y_pred) -> dict:
-    """Per-class F1 and accuracy of binary decisions, and their averages over classes."""
-    y_true, y_pred = np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool)
-    tp = (y_true & y_pred).sum(axis=0)
-    fp = (~y_true & y_pred).sum(axis=0)
-    fn = (y_true & ~y_pred).sum(axis=0)
-    f1 = f1_from_counts(tp, fp, fn)
-    per_class_accuracy = (y_true == y_pred).mean(axis=0)
-    return {"per_class_f1": f1, "per_class_accuracy": per_class_accuracy,
-            "average_f1": macro_f1(f1), "average_accuracy": float(per_class_accuracy.mean())}
-
-
-def linear_probe_accuracy(train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0) -> float | None:
-    """Accuracy of a multinomial logistic regression; None when the train split has one class."""
-    from sklearn.linear_model import LogisticRegression
-
-    if len(np.unique(train_y)) < 2:
-        return None
-    probe = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    probe.fit(train_x, train_y)
-    return accuracy(test_y, probe.predict(test_x))
-
-
-def multilabel_probe_accuracy(train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0) -> float:
-    """Mean per-class accuracy of one binary probe per class (constant where train has one value)."""
-    train_y, test_y = np.asarray(train_y, dtype=bool), np.asarray(test_y, dtype=bool)
-    per_class = []
-    for k in range(train_y.shape[1]):
-        if len(np.unique(train_y[:, k])) < 2:
-            predicted = np.full(len(test_y), train_y[0, k])
-            per_class.append(accuracy(test_y[:, k], predicted))
-        else:
-            per_class.append(linear_probe_accuracy(train_x, train_y[:, k], test_x, test_y[:, k], c, seed))
-    return float(np.mean(per_class))
-
-
-def view_weights_per_class(weights, membership) -> np.ndarray:
-    """(K, V) mean fusion weights of the samples of each class; NaN rows for absent classes.
-
-    ``membership`` is (N, K) bool: one-hot true class, or the multi-hot labels.
-    """
-    weights, membership = np.asarray(weights, dtype=np.float64), np.asarray(membership, dtype=bool)
-    counts = membership.sum(axis=0)[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, membership.T.astype(np.float64) @ weights / counts, np.nan)
 
 
 # --------------------------------------------------------------------------- one fold
 
-def view_names(views: list[dict]) -> list[str]:
-    """Readable, unique names of the store's views: "yaw -30", "yaw +0", "yaw +30" ("pitch" added
-    when it is not 0). SMILE-VLM Table V's left profile is yaw -30, front yaw 0, right yaw +30."""
-    names = []
-    for view in views:
-        name = f"yaw {float(view.get('yaw', 0)):+g}"
-        if float(view.get("pitch", 0)):
-            name += f" pitch {float(view['pitch']):+g}"
-        names.append(name if name not in names else f"{name} #{len(names)}")
-    return names
+def vision_init_name(variant: dict) -> str:
+    """Where the trained vision encoder started: "random" (the compact CNN from scratch), the
+    pretrained vision.pt of encoders.vision.init, or the CLIP checkpoint of kind hf_clip."""
+    vision = variant.get("vision") or {}
+    if vision.get("init"):
+        return str(vision["init"])
+    if vision.get("kind") == "hf_clip":
+        return str(vision.get("name_or_path"))
+    return "random"
 
 
 @torch.no_grad()
@@ -186,59 +76,43 @@ def single_view_scores(model, images: torch.Tensor, class_emb: torch.Tensor) -> 
     return torch.stack(scores)
 
 
-@torch.no_grad()
-def _embed(model, dataset, augmenter: Augmenter, class_emb, device, batch_size: int, targets: FoldTargets,
-           single_view: bool = False):
-    """Fused embeddings, fusion weights, class scores and targets of every sample of ``dataset``;
-    with ``single_view`` also (V, N, K) class scores from each view alone (None otherwise)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    fused, weights, scores, labels, per_view = [], [], [], [], []
-    for batch in loader:
-        images = augmenter.clean(batch["images"], device)
-        output = model(images)
-        fused.append(torch.nn.functional.normalize(output["z_fused"].float(), dim=-1).cpu())
-        weights.append(output["weights"].float().cpu())
-        scores.append(model.class_scores(images, class_emb).float().cpu())
-        labels.append(targets.labels(batch))
-        if single_view:
-            per_view.append(single_view_scores(model, images, class_emb).cpu())
-    view_scores = torch.cat(per_view, dim=1).numpy() if single_view else None
-    return (torch.cat(fused).numpy(), torch.cat(weights).numpy(), torch.cat(scores).numpy(),
-            torch.cat(labels).numpy(), view_scores)
+@dataclass
+class Embedder:
+    """The trained model with what scoring a store needs: the clean-view preprocessing and the class
+    embeddings of the decision."""
+
+    model: torch.nn.Module
+    augmenter: Augmenter
+    class_emb: torch.Tensor
+    device: torch.device
+    batch_size: int
+
+    @torch.no_grad()
+    def embed(self, store_path, indices, targets: FoldTargets, single_view: bool = False):
+        """Fused embeddings, fusion weights, class scores and targets of the store's ``indices``;
+        with ``single_view`` also (V, N, K) class scores from each view alone (None otherwise)."""
+        from smile_vlm.data import StoreDataset
+
+        dataset = StoreDataset(store_path, indices, "multi" if targets.multi_label else "single")
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
+        fused, weights, scores, labels, per_view = [], [], [], [], []
+        for batch in loader:
+            images = self.augmenter.clean(batch["images"], self.device)
+            output = self.model(images)
+            fused.append(torch.nn.functional.normalize(output["z_fused"].float(), dim=-1).cpu())
+            weights.append(output["weights"].float().cpu())
+            scores.append(self.model.class_scores(images, self.class_emb).float().cpu())
+            labels.append(targets.labels(batch))
+            if single_view:
+                per_view.append(single_view_scores(self.model, images, self.class_emb).cpu())
+        view_scores = torch.cat(per_view, dim=1).numpy() if single_view else None
+        return (torch.cat(fused).numpy(), torch.cat(weights).numpy(), torch.cat(scores).numpy(),
+                torch.cat(labels).numpy(), view_scores)
 
 
 def decision_scale(model) -> float:
     """The logit scale the model was trained with: 1/tau of its loss settings (Eq. 6)."""
     return 1.0 / float(model.loss_settings["tau"])
-
-
-def zero_shot_metrics(scores, labels, classes: list[str], multi_label: bool, options: dict,
-                      scale: float | None = None) -> dict:
-    """The zero-shot metrics of one set of class scores (multi-view, or one view alone).
-
-    Single-label: accuracy, macro_f1, per_class_f1, confusion. Multi-label: per_class_f1,
-    per_class_accuracy, average_f1, average_accuracy (macro_f1 / accuracy repeat the averages),
-    the label sets decided by ``options["multilabel_rule"]`` at ``scale`` (the training 1/tau).
-    """
-    if multi_label:
-        if scale is None:
-            raise ValueError("a multi-label decision needs the training logit scale 1/tau")
-        predicted = multilabel_predictions(scores, options["multilabel_rule"], scale)
-        metrics = multilabel_metrics(np.asarray(labels, dtype=bool), predicted)
-        return {
-            "per_class_f1": dict(zip(classes, metrics["per_class_f1"].tolist())),
-            "per_class_accuracy": dict(zip(classes, metrics["per_class_accuracy"].tolist())),
-            "average_f1": metrics["average_f1"], "average_accuracy": metrics["average_accuracy"],
-            "macro_f1": metrics["average_f1"], "accuracy": metrics["average_accuracy"],
-        }
-    predicted = np.asarray(scores).argmax(axis=1)
-    confusion = confusion_matrix(labels, predicted, len(classes))
-    f1 = per_class_f1(confusion)
-    return {
-        "accuracy": accuracy(labels, predicted), "macro_f1": macro_f1(f1),
-        "per_class_f1": dict(zip(classes, f1.tolist())),
-        "confusion": {"classes": classes, "rows": "true", "columns": "predicted", "matrix": confusion.tolist()},
-    }
 
 
 def prediction_classes(protocol: dict, split: dict, trained: list[str], checkpoint) -> list[str]:
@@ -276,7 +150,7 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
     With ``evaluate.single_view`` the JSON also has ``single_view``: {view name: metrics} where the
     model sees one view alone (the fusion's view mask drops the others), for SMILE-VLM Table V.
     """
-    from smile_vlm.store import StoreDataset, open_store
+    from smile_vlm.store import open_store
 
     resolved = resolve_settings(settings)
     options = {**DEFAULT_EVALUATE, **resolved["evaluate"]}
@@ -297,7 +171,6 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
                                     f"(dataset {split['dataset']!r}); is it the fold's test store?")
     store_attrs = open_store(store_path).attrs
     multi_label = bool(store_attrs["multi_label"])
-    label_mode = "multi" if multi_label else "single"
 
     model, saved = load_trained(checkpoint, device)
     _check_compatible(saved, store_attrs, multi_label, checkpoint, store_path)
@@ -309,11 +182,8 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
     text_bank = build_text_bank(resolved, classes, text_bank_file)
     class_emb = text_bank.class_embeddings().to(device)
     size, mean, std = image_input(model)
-    augmenter = Augmenter(size, None, mean, std)
-    batch_size = int(options["batch_size"])
-
-    test = _embed(model, StoreDataset(store_path, split["test"], label_mode), augmenter, class_emb, device,
-                  batch_size, targets, single_view=bool(options["single_view"]))
+    embedder = Embedder(model, Augmenter(size, None, mean, std), class_emb, device, int(options["batch_size"]))
+    test = embedder.embed(store_path, split["test"], targets, single_view=bool(options["single_view"]))
     test_fused, test_weights, test_scores, test_labels, view_scores = test
 
     scale = decision_scale(model)
@@ -322,6 +192,7 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
         "k": _job_number(folds, repeat, fold),
         "experiment": resolved["experiment"],
         "prompts_source": prompts_source, "supervision": model.supervision(prompts_source),
+        "init": vision_init_name(saved["variant"]),
         "repeat": int(repeat), "fold": int(fold), "checkpoint": str(checkpoint),
         "variant": (variant or {}).get("name") or saved["variant"].get("name"),
         "classes": classes, "views": list(store_attrs["views"]), "multi_label": multi_label,
@@ -352,8 +223,8 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
     result["linear_probe_accuracy"] = None
     if options["linear_probe"]:
         train_fused, train_labels, probe_test_labels = _probe_inputs(
-            model, saved, checkpoint, split, store_path, folds_csv, repeat, fold, resolved, augmenter, class_emb,
-            device, batch_size, targets, test_labels, train_store)
+            embedder, saved, checkpoint, split, store_path, (folds_csv, repeat, fold, resolved["protocol"]),
+            targets, test_labels, train_store)
         seed = int(resolved["train"]["seed"])
         probe = multilabel_probe_accuracy if multi_label else linear_probe_accuracy
         result["linear_probe_accuracy"] = probe(train_fused, train_labels, test_fused, probe_test_labels,
@@ -422,20 +293,19 @@ def _check_compatible(saved: dict, store_attrs, multi_label: bool, checkpoint, s
                                     f"multi_label={bool(saved['multi_label'])}")
 
 
-def _probe_inputs(model, saved, checkpoint, split, store_path, folds_csv, repeat, fold, resolved, augmenter, class_emb,
-                  device, batch_size, targets, test_labels, train_store):
+def _probe_inputs(embedder: Embedder, saved: dict, checkpoint, split: dict, store_path, fold_key: tuple,
+                  targets: FoldTargets, test_labels, train_store):
     """(train embeddings, train targets, test targets) of the linear probe.
 
     Within one dataset the probe trains on the fold's train split of the same store. Across datasets
     it trains on the training store's split with the trained classes as targets, so the test targets
     are re-expressed in that class space (the experiment's classes are among the trained ones).
+    ``fold_key``: (folds CSV, repeat, fold, protocol) of this fold.
     """
-    from smile_vlm.store import StoreDataset, open_store
+    from smile_vlm.store import open_store
 
-    label_mode = "multi" if targets.multi_label else "single"
     if not split["cross"]:
-        train_fused, _, _, train_labels, _ = _embed(model, StoreDataset(store_path, split["train"], label_mode),
-                                                    augmenter, class_emb, device, batch_size, targets)
+        train_fused, _, _, train_labels, _ = embedder.embed(store_path, split["train"], targets)
         return train_fused, train_labels, test_labels
     if train_store is None:
         train_store = saved.get("train_store")
@@ -445,11 +315,10 @@ def _probe_inputs(model, saved, checkpoint, split, store_path, folds_csv, repeat
     # open_store raises a ScanError naming the path when the recorded store has moved.
     if str(open_store(train_store).attrs["dataset"]) != saved.get("train_dataset"):
         raise ScanError(train_store, f"not the training store of this model ({saved.get('train_dataset')!r})")
-    train_split = fold_samples(train_store, folds_csv, repeat, fold, resolved["protocol"])
+    train_split = fold_samples(train_store, *fold_key)
     trained = list(saved["classes"])
     train_targets = FoldTargets(train_split["store_classes"], trained, targets.multi_label)
-    train_fused, _, _, train_labels, _ = _embed(model, StoreDataset(train_store, train_split["train"], label_mode),
-                                                augmenter, class_emb, device, batch_size, train_targets)
+    train_fused, _, _, train_labels, _ = embedder.embed(train_store, train_split["train"], train_targets)
     to_trained = FoldTargets(split["store_classes"], trained, targets.multi_label)
     store_labels = _store_labels(store_path, split["test"], targets.multi_label)
     return train_fused, train_labels, to_trained.labels(store_labels).numpy()

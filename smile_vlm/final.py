@@ -62,7 +62,8 @@ def final_split(store_path, folds_csv, protocol: dict | None) -> dict:
 def train_final(store_path, folds_csv, variant: dict, settings: dict | None, out_dir, *,
                 text_bank_file=None) -> Path:
     """Train the deployable model into ``out_dir/run`` and write ``out_dir/model.pt`` (rank 0)."""
-    from smile_vlm.train import resolve_settings, train_fold
+    from smile_vlm.settings import resolve_settings
+    from smile_vlm.train import train_fold
 
     resolved = resolve_settings(settings)
     split = final_split(store_path, folds_csv, resolved["protocol"])
@@ -77,9 +78,9 @@ def train_final(store_path, folds_csv, variant: dict, settings: dict | None, out
 
 def write_deployable(trained_pt, out_pt, store_path, split: dict, settings: dict, text_bank_file=None) -> None:
     """``trained_pt`` (train_fold's model.pt) plus the ``deploy`` section, written atomically."""
-    from smile_vlm.evaluate import DEFAULT_EVALUATE
+    from smile_vlm.settings import DEFAULT_EVALUATE
     from smile_vlm.store import open_store, store_table
-    from smile_vlm.train import build_text_bank
+    from smile_vlm.prompts import build_text_bank
 
     state = torch.load(trained_pt, map_location="cpu", weights_only=True)
     attrs = open_store(store_path).attrs.asdict()

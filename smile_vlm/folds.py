@@ -43,25 +43,13 @@ import pandas as pd
 from smile_vlm import atomic
 from smile_vlm.errors import ScanError
 from smile_vlm.readers.names import subject_key
+from smile_vlm.settings import DEFAULT_PROTOCOL
 
 FOLD_COLUMNS = ["k", "repeat", "fold", "subject", "split"]
 # Present in cross-dataset folds only: which store a row's subject belongs to.
 DATASET_COLUMN = "dataset"
 PREDICT_CLASSES = ("experiment", "train")
 
-DEFAULT_PROTOCOL = {
-    "folds": 10,
-    "repetitions": 1,
-    "seed": 0,
-    "split": "kfold",
-    "subjects": "all",
-    "select": "fixed",
-    "require_all_classes": False,
-    "levels": None,
-    "classes": None,
-    "train_classes": None,
-    "predict_classes": "experiment",
-}
 
 # Seed-sequence tags keep the subject draw and the fold shuffle independent streams.
 _DRAW_STREAM = 1

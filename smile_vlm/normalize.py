@@ -12,6 +12,7 @@ import numpy as np
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
+from smile_vlm.settings import section_defaults
 
 MILLIMETRES_PER_UNIT = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 NOSE_TIP_KEYS = ("nose_tip", "Nose tip")  # ours, and the Bosphorus .lm3 label
@@ -21,12 +22,12 @@ def canonicalize(mesh: Mesh, settings: dict | None = None) -> Mesh:
     """Return a new Mesh centred on the nose tip, cropped to ``radius_mm`` and scaled by 1/radius.
 
     settings:
-      radius_mm  crop radius around the nose tip, in millimetres (default 90).
-      units      unit of the input vertices: "mm" (BU, Bosphorus; default), "cm" (ICT-FaceKit), "m".
+      radius_mm  crop radius around the nose tip, in millimetres (render.radius_mm).
+      units      unit of the input vertices: "mm" (BU, Bosphorus), "cm" (ICT-FaceKit), "m" (render.units).
       scale      millimetres per input unit; overrides ``units`` when given.
     """
-    settings = settings or {}
-    radius_mm = float(settings.get("radius_mm", 90.0))
+    settings = {**section_defaults("render"), **(settings or {})}
+    radius_mm = float(settings["radius_mm"])
     if radius_mm <= 0:
         raise ValueError(f"radius_mm must be positive, got {radius_mm}")
     mm_per_unit = _millimetres_per_unit(settings)
@@ -135,7 +136,7 @@ def _landmark_nose_tip(mesh: Mesh) -> np.ndarray | None:
 def _millimetres_per_unit(settings: dict) -> float:
     if settings.get("scale") is not None:
         return float(settings["scale"])
-    units = settings.get("units", "mm")
+    units = settings["units"]
     if units not in MILLIMETRES_PER_UNIT:
         raise ValueError(f"units must be one of {sorted(MILLIMETRES_PER_UNIT)}, got {units!r}")
     return MILLIMETRES_PER_UNIT[units]

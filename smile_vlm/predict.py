@@ -201,20 +201,21 @@ class Predictor:
         import torch
 
         from smile_vlm.augment import Augmenter
-        from smile_vlm.evaluate import DEFAULT_EVALUATE, decision_scale, view_names
-        from smile_vlm.train import image_input, load_trained
+        from smile_vlm.evaluate import decision_scale
+        from smile_vlm.models import image_input, load_trained
+        from smile_vlm.settings import DEFAULT_EVALUATE, section_defaults
+        from smile_vlm.views import render_views, view_names
 
         self.model_path = Path(model_path)
         state = _state(self.model_path)
         self.state = state
         self.preparation = _preparation(state, self.model_path)
-        render = dict(self.preparation["render"])
+        render = {**section_defaults("render"), **self.preparation["render"]}
         if units is not None:
             render["units"] = units
         self.render_settings = render
         self.views = [{"yaw": float(v["yaw"]), "pitch": float(v["pitch"])} for v in state["views"]]
-        rendered_views = [{"yaw": float(y), "pitch": float(p)}
-                          for p in render.get("pitches", [0]) for y in render.get("yaws", [0, -30, 30])]
+        rendered_views = [{"yaw": float(v["yaw"]), "pitch": float(v["pitch"])} for v in render_views(render)]
         if rendered_views != self.views or len(self.views) != int(state["n_views"]):
             raise ScanError(self.model_path, f"the checkpoint's render settings make views {rendered_views}, "
                                              f"but the model was trained on {self.views} ({state['n_views']} views)")
@@ -248,7 +249,7 @@ class Predictor:
         classes = list(classes or trained)
         settings = self.state["settings"]
         prompts = prompts_for(classes, prompt_name or settings["prompts"]["name"])
-        from smile_vlm.encoders import load_text_encoder
+        from smile_vlm.models.encoders import load_text_encoder
         from smile_vlm.prompts import TextBank
 
         encoder = load_text_encoder((settings.get("encoders") or {}).get("text"))
@@ -269,7 +270,7 @@ class Predictor:
         for position, sample in enumerate(samples):
             if not sample.frames:
                 continue
-            picked = [sample.frames[i] for i in sample_frames(len(sample.frames), self.render_settings.get("frames", 16))]
+            picked = [sample.frames[i] for i in sample_frames(len(sample.frames), self.render_settings["frames"])]
             chosen[position] = picked
             for number, path in sample.frames:
                 rows.append({"dataset": "predict", "sample_id": f"s{position:06d}", "subject": "input",
@@ -334,7 +335,7 @@ class Predictor:
                         yield self._record(sample, scored, row_of[position], used, problems)
 
     def _record(self, sample: Sample, scored: dict, row: int, used: list[int], problems: list[str]) -> dict:
-        from smile_vlm.evaluate import multilabel_predictions
+        from smile_vlm.metrics import multilabel_predictions
 
         probabilities = scored["probabilities"][row]
         record = {

@@ -39,6 +39,7 @@ from smile_vlm import atomic
 from smile_vlm.dynamic import apply_support, approximate_rank_pooling, common_support, to_uint8
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
+from smile_vlm.settings import DEFAULT_VISION_SPEC, PRETRAIN_DEFAULTS
 from smile_vlm.synth import face as face_model
 from smile_vlm.synth.captions import caption
 
@@ -47,35 +48,7 @@ log = logging.getLogger(__name__)
 PRETRAIN_STREAM = 1000  # seed-key element of pretraining; datasets use their code 0-4 here
 SOURCES = ("procedural", "ict")
 
-DEFAULTS: dict = {
-    "seed": 0,
-    "identities": 240,  # procedural + ICT identities
-    "ict_fraction": 0.5,  # share of ICT-FaceKit identities when ict_dir is set
-    "ict_dir": None,  # an ICT-FaceKit FaceXModel/ folder; None = procedural faces only
-    "samples_per_identity": 6,
-    "dynamic_fraction": 0.5,  # share of samples that are 4D sequences (dynamic images)
-    "frames": 6,  # frames rendered per sequence
-    "prototype_fraction": 0.5,  # share of samples that show an EMFACS prototype (else free AU sets)
-    "neutral_fraction": 0.05,
-    "max_units": 4,  # AUs of a free combination: 1..max_units
-    "intensity": [0.3, 1.0],  # range of an expression's scale / a free AU's weight
-    "au_jitter": 0.2,
-    "pose_sigma_deg": 5.0,
-    "noise_mm": 0.15,
-    "resolution": 40,  # grid columns of the procedural face
-    "render_size": 128,  # rendered side; the encoder resizes to its input size
-    "epochs": 30,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "alpha": 0.005,  # weight of L_mv-bt (Eq. 10), scaled by ~1/D as the variants of config.yaml
-    "beta": 1.0,  # weight of L_vl-align (Eq. 10)
-    "tau": 0.07,  # CLIP's initial temperature, as losses.CLIP_TEMPERATURE
-    "projector": [512],
-    "augment": {},  # overrides of augment.DEFAULT_AUGMENT
-    "monitor_samples": 256,  # samples of the fixed batch whose vl-align is logged every epoch
-    "amp": "auto",  # train.amp's choices: auto = bf16 autocast of the encoders where the CPU runs it natively
-}
+DEFAULTS = PRETRAIN_DEFAULTS  # the schema's pretrain section (threads and variants are not run settings)
 # Settings that change the corpus (the rest only change the training).
 CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_identity", "dynamic_fraction",
                "frames", "prototype_fraction", "neutral_fraction", "max_units", "intensity", "au_jitter",
@@ -255,21 +228,17 @@ def load_or_build_corpus(settings: dict, path: Path) -> dict:
 
 
 def vision_spec(settings: dict) -> dict:
-    """The encoders.vision spec to pretrain (without ``init``; ``image_size`` as ``input_size``)."""
-    from smile_vlm.encoders import DEFAULT_VISION_SPEC
-
+    """The encoders.vision spec to pretrain (without ``init``)."""
     vision = {k: v for k, v in (settings["encoders"].get("vision") or {}).items() if k != "init" and v is not None}
-    if "image_size" in vision:
-        vision.setdefault("input_size", vision.pop("image_size"))
     return {**DEFAULT_VISION_SPEC, **vision}
 
 
 def build_pretrain_model(settings: dict, n_views: int, text_dim: int):
     """The SMILE-VLM vision side (encoder, projector, view-aware fusion) with Eq. 10 at gamma = 0."""
-    from smile_vlm.model import build_model
+    from smile_vlm.models import build_model
 
     pretrain = settings["pretrain"]
-    variant = {"name": "smile_vlm", "vision": vision_spec(settings), "projector": list(pretrain["projector"]),
+    variant = {"model": "smile_vlm", "vision": vision_spec(settings), "projector": list(pretrain["projector"]),
                "loss": {"alpha": float(pretrain["alpha"]), "beta": float(pretrain["beta"]), "gamma": 0.0,
                         "tau": float(pretrain["tau"])}}
     return build_model(variant, n_views, text_dim)
@@ -279,7 +248,7 @@ def monitor_alignment(model, clean: torch.Tensor, text_emb: torch.Tensor, tau: f
     """L_vl-align (Eq. 6) of a fixed batch with batch statistics and no update of anything: it
     changes only when the weights do (so a run that learns nothing keeps it exactly)."""
     from smile_vlm.losses import vl_align_loss
-    from smile_vlm.model import running_stats_frozen
+    from smile_vlm.models.common import running_stats_frozen
 
     was_training = model.training
     model.train()
@@ -296,7 +265,7 @@ def _checkpoint_digest(settings: dict) -> str:
 
 def embed_captions(text_spec: dict | None, captions: list[str]) -> torch.Tensor:
     """(N, D) frozen text-tower embeddings of the captions (each distinct caption embedded once)."""
-    from smile_vlm.encoders import load_text_encoder
+    from smile_vlm.models.encoders import load_text_encoder
 
     started = time.perf_counter()
     unique = sorted(set(captions))
@@ -337,7 +306,7 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
     so a killed job resumes where it stopped.
     """
     from smile_vlm.augment import Augmenter
-    from smile_vlm.train import amp_dtype
+    from smile_vlm.runtime import amp_dtype
 
     settings = resolve(settings)
     options = settings["pretrain"]
@@ -356,7 +325,7 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
     torch.manual_seed(int(options["seed"]))
     model = build_pretrain_model(settings, n_views, int(text_emb.shape[1]))
     encoder = model.encoder.vision_encoder
-    augmenter = Augmenter(encoder.input_size, options["augment"], encoder.mean, encoder.std)
+    augmenter = Augmenter(encoder.image_size, options["augment"], encoder.mean, encoder.std)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(options["lr"]), weight_decay=float(options["weight_decay"]))
     generator = torch.Generator().manual_seed(int(options["seed"]))
     dtype = amp_dtype(str(options["amp"]), torch.device("cpu"))  # the losses stay float32
@@ -396,7 +365,7 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
 def vision_file(settings: dict, model, history: list[dict], corpus: dict) -> dict:
     """What vision.pt holds: the encoder's weights and architecture (checked by encoders.vision.init),
     the projector's weights (not loaded by init), the settings, the loss history and the corpus."""
-    from smile_vlm.encoders import PRETRAINED_VISION_FORMAT, vision_architecture
+    from smile_vlm.models.encoders import PRETRAINED_VISION_FORMAT, vision_architecture
 
     state = model.encoder.vision_encoder.state_dict()
     weights = hashlib.sha256()

@@ -156,3 +156,28 @@ class TextBank:
         sums = torch.zeros(len(self.classes), self.dim, device=self.embeddings.device)
         sums.index_add_(0, self.prompt_class.to(self.embeddings.device), self.embeddings)
         return torch.nn.functional.normalize(sums / self._counts.to(sums).unsqueeze(1), dim=-1)
+
+
+def text_bank_about(settings: dict) -> dict:
+    """What a prompt bank depends on: the frozen text encoder and the prompt set."""
+    return {"text_encoder": settings["encoders"].get("text"), "prompts": str(settings["prompts"]["name"])}
+
+
+def build_text_bank(settings: dict, classes: list[str], bank_file=None) -> TextBank:
+    """The prompt bank of ``classes`` (``settings`` as settings.resolve_settings returns): read from
+    ``bank_file`` (``smile-vlm text-bank``) when given, else embedded here with the frozen text encoder."""
+    prompts = load_prompts(settings["prompts"]["name"], classes)
+    if bank_file:
+        return TextBank.load(bank_file, text_bank_about(settings), prompts)
+    from smile_vlm.models.encoders import load_text_encoder
+
+    return TextBank(load_text_encoder(settings["encoders"].get("text")), prompts, classes)
+
+
+def write_text_bank(settings: dict, out_path) -> None:
+    """Embed every class of the prompt set once, for all the jobs of a workflow (rule text_bank)."""
+    from smile_vlm.settings import resolve_settings
+
+    settings = resolve_settings(settings)
+    classes = list(load_prompts(settings["prompts"]["name"]))
+    build_text_bank(settings, classes).save(out_path, text_bank_about(settings))

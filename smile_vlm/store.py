@@ -18,33 +18,34 @@ The store is built in a temporary sibling and renamed onto its final path only w
 so a killed job leaves nothing that ``open_store`` (or Snakemake) accepts. Samples of the
 manifest that have no rendered images are left out and listed, with the reason, in
 ``<store parent>/store_missing.csv`` (columns ``sample_id, reason``).
+
+Zarr and numpy only, no torch: packing (and the workflow that plans it) never loads it. The
+torch ``Dataset`` over a store is ``smile_vlm.data.StoreDataset``; the contact sheet is
+``smile_vlm.figures.contact_sheet``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import zarr
 from PIL import Image
 from zarr.codecs import BloscCodec, BloscShuffle
 
 from smile_vlm import atomic
 from smile_vlm.errors import ScanError
+from smile_vlm.settings import section_defaults
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 10.0  # a progress line at most this often while a large store is written
 
-DEFAULT_COMPRESSION_LEVEL = 3
 MISSING_CSV_NAME = "store_missing.csv"
 STRING_COLUMNS = ("sample_id", "subject", "sequence", "source")
 MANIFEST_COLUMNS = ("dataset", "sample_id", "subject", "sequence", "frame", "label", "labels",
@@ -67,16 +68,16 @@ def pack_store(manifest_csv: str | Path, shard_index_csvs, out_path: str | Path,
     """Pack the rendered views of ``dataset`` into ``out_path`` (a Zarr v3 directory), atomically.
 
     ``settings``: ``classes`` (names in index order), ``multi_label`` (bool), ``views`` (list of
-    ``{yaw, pitch}``), ``render`` (dict, stored and hashed), optional ``compression_level``
-    (Blosc zstd level, default 3) and ``kind`` (e.g. ``"dynamic image"``; by default derived from
-    the frame counts). Also writes ``<out_path parent>/store_missing.csv``.
+    ``{yaw, pitch}`` in render's order: ``views.render_views``), ``render`` (dict, stored and
+    hashed), optional ``compression_level`` (Blosc zstd level, default 3) and ``kind`` (e.g.
+    ``"dynamic image"``; by default derived from the frame counts). Also writes ``<out_path parent>/store_missing.csv``.
     """
     manifest_csv, out_path = Path(manifest_csv), Path(out_path)
     classes = list(_require(settings, "classes"))
     views = list(_require(settings, "views"))
     render_settings = dict(_require(settings, "render"))
     multi_label = bool(_require(settings, "multi_label"))
-    level = int(settings.get("compression_level", DEFAULT_COMPRESSION_LEVEL))
+    level = int(settings.get("compression_level", section_defaults("store")["compression_level"]))
 
     samples = _manifest_samples(manifest_csv, dataset)
     rendered = _read_shard_indexes(shard_index_csvs)
@@ -334,132 +335,3 @@ def store_table(path: str | Path) -> pd.DataFrame:
     table["source"] = root["source"][:].tolist()
     table.index.name = "index"
     return table
-
-
-class StoreDataset(torch.utils.data.Dataset):
-    """Random access to a packed store, one sample per item.
-
-    Item: ``images`` uint8 (V, H, W, C), ``label`` int64 (-1 = none), ``labels`` float32 (K,),
-    ``index`` (store row), ``subject``. The Zarr group is opened lazily in each process, so the
-    dataset pickles small and every DataLoader worker reads through its own handle.
-
-    ``label_mode`` says which target the caller trains on. ``indices=None`` selects the samples
-    that have one (``single``: a class in ``classes``; ``multi``: at least one positive label);
-    explicit ``indices`` without a target raise, since the loss would silently see -1 or zeros.
-    """
-
-    def __init__(self, path: str | Path, indices=None, label_mode: str = "single"):
-        if label_mode not in ("single", "multi"):
-            raise ValueError(f"label_mode must be 'single' or 'multi', not {label_mode!r}")
-        self.path = Path(path)
-        self.label_mode = label_mode
-        root = open_store(self.path)
-        # Labels and subjects are small: read them once here rather than per item.
-        self.label = root["label"][:]
-        self.labels = root["labels"][:].astype(np.float32)
-        self.subject = root["subject"][:].tolist()
-        self.classes = list(root.attrs["classes"])
-        has_target = self.label >= 0 if label_mode == "single" else self.labels.any(axis=1)
-        if indices is None:
-            self.indices = np.flatnonzero(has_target)
-        else:
-            self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-            out_of_range = self.indices[(self.indices < 0) | (self.indices >= len(self.label))]
-            if out_of_range.size:
-                raise IndexError(f"{self.path}: indices {out_of_range[:5].tolist()} "
-                                 f"outside 0..{len(self.label) - 1}")
-            without = self.indices[~has_target[self.indices]]
-            if without.size:
-                raise ValueError(f"{self.path}: {without.size} selected samples have no {label_mode}-label "
-                                 f"target, e.g. store rows {without[:5].tolist()}")
-        self._images = None
-        self._pid = None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, item: int) -> dict:
-        row = int(self.indices[item])
-        return {
-            "images": torch.from_numpy(np.ascontiguousarray(self._image_array()[row])),
-            "label": torch.tensor(self.label[row], dtype=torch.int64),
-            "labels": torch.from_numpy(self.labels[row].copy()),
-            "index": row,
-            "subject": self.subject[row],
-        }
-
-    def _image_array(self) -> zarr.Array:
-        if self._images is None or self._pid != os.getpid():
-            self._images = _open_for_reading(self.path)["images"]
-            self._pid = os.getpid()
-        return self._images
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_images"] = None  # workers open their own handle
-        return state
-
-
-# --------------------------------------------------------------------------- contact sheet
-
-SHEET_DPI = 100
-SHEET_CELL_INCHES = 1.6  # one view image
-SHEET_LABEL_INCHES = 1.2  # left band for the class names
-SHEET_TITLE_INCHES = 0.8  # top band for the title and view angles
-
-
-def sheet_size_pixels(n_classes: int, per_class: int, n_views: int) -> tuple[int, int]:
-    """(width, height) in pixels of the contact sheet for this grid."""
-    width = SHEET_LABEL_INCHES + per_class * n_views * SHEET_CELL_INCHES
-    height = SHEET_TITLE_INCHES + n_classes * SHEET_CELL_INCHES
-    return round(width * SHEET_DPI), round(height * SHEET_DPI)
-
-
-def contact_sheet(store_path: str | Path, out_png: str | Path, per_class: int = 3, seed: int = 0) -> None:
-    """A grid PNG: one row per class, ``per_class`` random samples of it, all views side by side."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
-
-    root = open_store(store_path)
-    attrs = root.attrs.asdict()
-    classes, views = attrs["classes"], attrs["views"]
-    members = root["labels"][:].astype(bool) if attrs["multi_label"] else \
-        root["label"][:][:, None] == np.arange(len(classes))[None, :]
-    sample_ids = root["sample_id"][:].tolist()
-    rng = np.random.default_rng(seed)
-
-    width, height = sheet_size_pixels(len(classes), per_class, len(views))
-    figure = Figure(figsize=(width / SHEET_DPI, height / SHEET_DPI), dpi=SHEET_DPI)
-    grid = figure.add_gridspec(
-        len(classes), per_class * len(views), wspace=0.04, hspace=0.25,
-        left=SHEET_LABEL_INCHES * SHEET_DPI / width, right=0.995,
-        top=1 - SHEET_TITLE_INCHES * SHEET_DPI / height, bottom=0.02)
-    kind = f" ({attrs['kind']})" if attrs.get("kind") else ""
-    figure.suptitle(f"{attrs['dataset']}: {attrs['n_samples']} samples{kind}, "
-                    f"{per_class} per class, seed {seed}", fontsize=12, y=1 - 0.15 / (height / SHEET_DPI))
-
-    for class_row, name in enumerate(classes):
-        candidates = np.flatnonzero(members[:, class_row])
-        chosen = np.sort(rng.choice(candidates, size=min(per_class, candidates.size), replace=False))
-        for slot in range(per_class):
-            for view, angles in enumerate(views):
-                axis = figure.add_subplot(grid[class_row, slot * len(views) + view])
-                axis.set_xticks([])
-                axis.set_yticks([])
-                if class_row == 0:
-                    axis.set_title(f"yaw {angles['yaw']:+g}° pitch {angles['pitch']:+g}°", fontsize=7)
-                if slot == 0 and view == 0:
-                    axis.set_ylabel(f"{name}\nn={candidates.size}", fontsize=10, rotation=0,
-                                    ha="right", va="center", labelpad=8)
-                if slot >= chosen.size:
-                    axis.set_frame_on(False)
-                    if slot == 0 and view == 0:
-                        axis.text(0.0, 0.5, "no samples", transform=axis.transAxes, fontsize=9)
-                    continue
-                row = int(chosen[slot])
-                axis.imshow(root["images"][row, view], interpolation="antialiased")
-                if view == 0:
-                    axis.set_xlabel(sample_ids[row], fontsize=6, loc="left")
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=SHEET_DPI, facecolor="white")
-    atomic.write_bytes(out_png, buffer.getvalue())

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from smile_vlm import __version__
-from smile_vlm.cli import build_parser, configure_logging, main, train_argv
+from smile_vlm.cli import build_parser, configure_logging, main
 from smile_vlm.readers.names import CLASSES
 
 CLI = [sys.executable, "-m", "smile_vlm"]
@@ -79,12 +79,12 @@ def test_a_bad_setting_is_a_user_error(tmp_path):
 
 
 def test_bugs_keep_their_traceback(monkeypatch):
-    import smile_vlm.cli as cli
+    import smile_vlm.commands.preprocess as preprocess
 
     def broken(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(cli, "cmd_contact_sheet", broken)
+    monkeypatch.setattr(preprocess, "cmd_contact_sheet", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["contact-sheet", "--store", "s", "--out", "o"])
 
@@ -98,14 +98,22 @@ def test_log_lines_carry_time_level_and_module(capsys):
     assert rest == "smile_vlm.train: epoch 1/2"
 
 
-def test_train_workers_join_the_train_settings_and_nothing_else_changes():
-    argv = ["--store", "s.zarr", "--settings", json.dumps({"train": {"epochs": 2}}), "--k", "0", "--workers", "3"]
-    out = train_argv(argv)
-    assert "--workers" not in out
-    settings = json.loads(out[out.index("--settings") + 1])
-    assert settings == {"train": {"epochs": 2, "workers": 3}}
-    assert out[:2] == ["--store", "s.zarr"] and "--k" in out
-    assert train_argv(argv[:-2]) == argv[:-2]
+def test_train_threads_and_workers_join_the_train_settings_and_nothing_else_changes(monkeypatch, tmp_path):
+    import smile_vlm.folds as folds
+    import smile_vlm.train as train
+
+    seen = {}
+    monkeypatch.setattr(folds, "read_folds", lambda path: None)
+    monkeypatch.setattr(folds, "fold_of", lambda table, k: (0, k))
+    monkeypatch.setattr(train, "train_fold", lambda *args, **kwargs: seen.update(args=args) or tmp_path / "model.pt")
+    settings = {"train": {"epochs": 2}, "prompts": {"name": "emotions"}}
+    argv = ["train", "--store", "s.zarr", "--folds", "f.csv", "--k", "3", "--settings", json.dumps(settings),
+            "--out", str(tmp_path), "--threads", "2", "--workers", "3"]
+    assert main(argv) == 0
+    assert seen["args"][3] == 3 and seen["args"][5] == {"train": {"epochs": 2, "threads": 2, "workers": 3},
+                                                         "prompts": {"name": "emotions"}}
+    assert main(argv[:-4]) == 0
+    assert seen["args"][5] == settings
 
 
 def test_commands_that_draw_nothing_do_not_import_matplotlib():

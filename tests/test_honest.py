@@ -18,9 +18,13 @@ import zarr
 from torch import nn
 
 from smile_vlm.errors import ScanError
-from smile_vlm.evaluate import evaluate_fold, multilabel_predictions, zero_shot_metrics
-from smile_vlm.model import build_model, running_stats_frozen
-from smile_vlm.train import CHECKPOINT_NAME, LOG_NAME, MODEL_NAME, train_fold, write_text_bank
+from smile_vlm.evaluate import evaluate_fold
+from smile_vlm.metrics import multilabel_predictions, zero_shot_metrics
+from smile_vlm.models import build_model
+from smile_vlm.models.common import running_stats_frozen
+from smile_vlm.checkpoint import CHECKPOINT_NAME, LOG_NAME, MODEL_NAME
+from smile_vlm.prompts import write_text_bank
+from smile_vlm.train import train_fold
 from test_train import (TINY_VARIANT, HashedTextEncoder, make_fold_inputs,  # noqa: F401
                         text_encoder, tiny_settings)
 
@@ -71,7 +75,7 @@ def test_pseudo_mode_never_sees_a_label(tmp_path, text_encoder, variant):  # noq
 
 
 def test_pseudo_mode_trains_facet_cross_entropy_on_pseudo_labels(tmp_path, text_encoder, monkeypatch):  # noqa: F811
-    import smile_vlm.facet as facet
+    import smile_vlm.models.facet as facet
     import smile_vlm.train as train
 
     store, folds = make_fold_inputs(tmp_path)
@@ -104,7 +108,7 @@ def test_supervision_is_named_per_variant():
 def test_prompt_aligned_facet_has_no_cross_entropy_and_trains_its_text_guided_fusion():
     torch.manual_seed(0)
     model = build_model({**FACET_PROMPT, "name": "facet_vlm", "vision": {"kind": "cnn", "width": 4, "depth": 2,
-                                                                         "input_size": 16}}, 3, 12)
+                                                                         "image_size": 16}}, 3, 12)
     views = torch.rand(6, 3, 3, 16, 16)
     text = nn.functional.normalize(torch.randn(6, 12), dim=-1)
     classes = nn.functional.normalize(torch.randn(4, 12), dim=-1)
@@ -123,7 +127,7 @@ def test_prompt_aligned_facet_has_no_cross_entropy_and_trains_its_text_guided_fu
 
 def test_running_statistics_come_from_the_clean_views_only():
     torch.manual_seed(0)
-    variant = {"name": "smile_vlm", "vision": {"kind": "cnn", "width": 4, "depth": 2, "input_size": 16},
+    variant = {"model": "smile_vlm", "vision": {"kind": "cnn", "width": 4, "depth": 2, "image_size": 16},
                "projector": [16], "loss": {"alpha": 1.0}}
     model = build_model(variant, 3, 12).train()
     reference = build_model(variant, 3, 12).train()
@@ -153,14 +157,14 @@ def test_every_vision_parameter_learns(tmp_path, text_encoder, monkeypatch, vari
     import smile_vlm.train as train
 
     initial = {}
-    build = train.build_fold_model
+    build = train.build_model
 
     def recording(*args, **kwargs):
         model = build(*args, **kwargs)
         initial.update({name: p.detach().clone() for name, p in model.named_parameters()})
         return model
 
-    monkeypatch.setattr(train, "build_fold_model", recording)
+    monkeypatch.setattr(train, "build_model", recording)
     store, folds = make_fold_inputs(tmp_path)
     trained = load(train_fold(store, folds, 0, 0, variant, tiny_settings(epochs=1), tmp_path / "run"))["model"]
     vision = [name for name in initial if name.startswith("encoder.vision_encoder.")]
@@ -179,7 +183,7 @@ class GradientTextEncoder(HashedTextEncoder):
 
 
 def test_text_tower_receives_no_gradient_and_stays_unchanged(tmp_path, monkeypatch):
-    import smile_vlm.encoders as encoders
+    import smile_vlm.models.encoders as encoders
 
     tower = GradientTextEncoder()
     assert all(p.requires_grad for p in tower.parameters())

@@ -138,7 +138,7 @@ def test_sampled_parses_what_render_reads_and_repicks_around_rejects(tmp_path, m
     real_read_mesh = readers.read_mesh
     monkeypatch.setattr(readers, "read_mesh", lambda path, **kw: parsed.append(str(path)) or real_read_mesh(path, **kw))
 
-    manifest, rejects, _ = index_dataset("bu4dfe", tmp_path, {"validate": "sampled", "frames": 4})
+    manifest, rejects, _ = index_dataset("bu4dfe", tmp_path, {"validate": "sampled", "frames": 4, "workers": 1})
 
     reasons = dict(zip(rejects["path"], rejects["reason"]))
     assert {Path(p).name for p in reasons if "Angry" in p} == {"003.wrl", "004.wrl", "005.wrl", "010.wrl"}

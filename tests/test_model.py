@@ -5,9 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from smile_vlm.losses import smile_vlm_loss
-from smile_vlm.model import Projector, SmileVLM, ViewAwareFusion, build_model
+from smile_vlm.models import build_model
+from smile_vlm.models.common import Projector
+from smile_vlm.models.smile import SmileVLM, ViewAwareFusion
+from smile_vlm.settings import VARIANT_DEFAULTS
 
-TINY = {"name": "smile_vlm", "vision": {"kind": "cnn", "width": 4, "depth": 2, "input_size": 16},
+TINY = {"model": "smile_vlm", "vision": {"kind": "cnn", "width": 4, "depth": 2, "image_size": 16},
         "projector": [24], "fusion_hidden": 8}
 TEXT_DIM = 12
 
@@ -81,30 +84,32 @@ def test_class_scores_are_cosines_of_the_fused_embedding():
 
 def test_training_losses_are_eq_10_on_the_model_embeddings():
     torch.manual_seed(0)
-    model = build_model(TINY, 3, TEXT_DIM).eval()  # eval so repeated forwards give identical embeddings
+    # eval so repeated forwards give identical embeddings
+    model = build_model({**TINY, "loss": {"alpha": 1.0, "gamma": 0.5}}, 3, TEXT_DIM).eval()
     views_a, views_b, clean = _images(6, 3, 1), _images(6, 3, 2), _images(6, 3, 3)
     text = torch.randn(6, TEXT_DIM)
-    terms = model.training_losses(views_a, views_b, clean, text, None, None, {"gamma": 0.5, "epochs": 3})
+    terms = model.training_losses(views_a, views_b, clean, text, None, None)
     with torch.no_grad():
         z_views = model.encode_views(clean)
         expected = smile_vlm_loss(model.encode_views(views_a), model.encode_views(views_b), z_views,
-                                  model.fuse(z_views)[0], text, gamma=0.5)
+                                  model.fuse(z_views)[0], text, alpha=1.0, gamma=0.5)
     for name in ("mv_bt", "vl_align", "red_min", "total"):
         torch.testing.assert_close(terms[name], expected[name])
 
 
-def test_variant_loss_settings_are_defaults_that_settings_override():
+def test_variant_loss_settings_override_the_schema_defaults():
     model = build_model({**TINY, "loss": {"beta": 0.0, "red_min_target": "off_diagonal"}}, 2, TEXT_DIM)
+    assert model.loss_settings["alpha"] == VARIANT_DEFAULTS["loss"]["alpha"]  # untouched keys keep the default
     images, text = _images(4, 2), torch.randn(4, TEXT_DIM)
-    terms = model.training_losses(images, images, None, text, None, None, {})
-    assert terms["vl_align"].item() == 0.0
-    assert model.training_losses(images, images, None, text, None, None, {"beta": 1.0})["vl_align"].item() > 0
+    assert model.training_losses(images, images, None, text, None, None)["vl_align"].item() == 0.0
+    default = build_model(TINY, 2, TEXT_DIM)
+    assert default.training_losses(images, images, None, text, None, None)["vl_align"].item() > 0
 
 
 def test_gradients_reach_encoder_projector_and_fusion():
     model = build_model(TINY, 3, TEXT_DIM)
     terms = model.training_losses(_images(6, 3, 1), _images(6, 3, 2), _images(6, 3, 3),
-                                  torch.randn(6, TEXT_DIM), None, None, {})
+                                  torch.randn(6, TEXT_DIM), None, None)
     terms["total"].backward()
     for part in (model.encoder.vision_encoder, model.encoder.projector, model.fusion):
         grads = [p.grad for p in part.parameters()]
@@ -113,5 +118,5 @@ def test_gradients_reach_encoder_projector_and_fusion():
 
 
 def test_unknown_variant_is_refused():
-    with pytest.raises(ValueError, match="variant name"):
-        build_model({**TINY, "name": "resnet_classifier"}, 3, TEXT_DIM)
+    with pytest.raises(ValueError, match="variant model"):
+        build_model({**TINY, "model": "resnet_classifier"}, 3, TEXT_DIM)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-import smile_vlm.encoders as encoders
+import smile_vlm.models.encoders as encoders
 from smile_vlm import cli
 from smile_vlm.errors import ScanError
 from smile_vlm.readers.names import BU4DFE_FOLDERS, CLASSES

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from smile_vlm import pretrain
-from smile_vlm.encoders import load_vision_encoder
+from smile_vlm.models.encoders import load_vision_encoder
 from smile_vlm.errors import ScanError
 from smile_vlm.synth import layouts
 from smile_vlm.synth.face import sample_identity
@@ -123,19 +123,19 @@ def test_tiny_pretraining_lowers_vl_align_and_writes_a_loadable_encoder(trained)
     assert monitored[-1] < 0.9 * monitored[0], monitored
     assert not (path.parent / "checkpoint.pt").exists()
     saved = torch.load(path, weights_only=True)
-    encoder = load_vision_encoder({"kind": "cnn", "input_size": 32, "width": 8, "depth": 3, "init": str(path)})
+    encoder = load_vision_encoder({"kind": "cnn", "image_size": 32, "width": 8, "depth": 3, "init": str(path)})
     for name, value in encoder.state_dict().items():
         assert torch.equal(value, saved["state_dict"][name]), name
-    fresh = load_vision_encoder({"kind": "cnn", "input_size": 32, "width": 8, "depth": 3})
+    fresh = load_vision_encoder({"kind": "cnn", "image_size": 32, "width": 8, "depth": 3})
     assert not torch.equal(fresh.features[0].weight, encoder.features[0].weight)
 
 
 def test_fold_model_starts_from_encoders_vision_init(trained):
-    from smile_vlm.train import build_fold_model, model_variant
+    from smile_vlm.models import build_model, model_variant
 
     _, path = trained
     settings = {"encoders": {"vision": {**VISION, "init": str(path)}}}
-    model = build_fold_model(model_variant({"model": "smile_vlm"}, settings), 3, 384)
+    model = build_model(model_variant({"model": "smile_vlm"}, settings), 3, 384)
     saved = torch.load(path, weights_only=True)["state_dict"]
     assert torch.equal(model.encoder.vision_encoder.features[0].weight, saved["features.0.weight"])
 
@@ -149,7 +149,7 @@ def test_pretraining_with_lr_zero_learns_nothing(tmp_path, corpus_dir):
 def test_mismatched_or_missing_init_is_one_line_error(trained, tmp_path):
     _, path = trained
     with pytest.raises(ScanError, match="asks for kind cnn, width 16") as error:
-        load_vision_encoder({"kind": "cnn", "input_size": 32, "width": 16, "depth": 3, "init": str(path)})
+        load_vision_encoder({"kind": "cnn", "image_size": 32, "width": 16, "depth": 3, "init": str(path)})
     assert "\n" not in str(error.value) and "width 8" in str(error.value)
     with pytest.raises(ScanError, match="not found"):
         load_vision_encoder({"kind": "cnn", "init": str(tmp_path / "absent.pt")})
@@ -232,7 +232,7 @@ def test_workflow_pretrains_once_and_folds_start_from_it(tmp_path):
     pretrained = torch.load(tmp_path / "results/pretrain/default/vision.pt", weights_only=True)
     state = torch.load(tmp_path / model, weights_only=True)
     assert state["variant"]["vision"]["init"] == "results/pretrain/default/vision.pt"
-    assert pretrained["architecture"]["input_size"] == 32  # tiny.yaml's encoders.vision.image_size
+    assert pretrained["architecture"]["image_size"] == 32  # tiny.yaml's encoders.vision.image_size
     # a training setting reruns training only; a pretraining setting reruns pretraining and training
     epochs = _overlay(tmp_path / "epochs.yaml", {"train": {"epochs": 1}})
     assert _planned(_snakemake(tmp_path, "-n", model, overlays=[tiny, init, epochs])) == {"train"}

@@ -11,7 +11,7 @@ from PIL import Image
 from smile_vlm.dynamic import approximate_rank_pooling, to_uint8
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
-from smile_vlm import render as render_module
+from smile_vlm import renderer as renderer_module
 from smile_vlm.render import Renderer, render_shard, select_gl_platform, split_by_uv, view_rotation
 
 SIZE = 224
@@ -232,10 +232,8 @@ def test_render_shard_static_and_4d(tmp_path):
     render_shard(manifest, "toy", "S1", out_dir, settings, mesh_reader=reader)
 
     # 4 of 6 frames are sampled (0, 2, 3, 5) BEFORE anything is read; frames 1 and 4 never are.
-    # Readable frames are read twice (nose-tip track first, then render), the broken one once.
-    assert sorted(set(read_paths)) == ["seq_000.obj", "seq_002.obj", "seq_003.obj", "seq_005.obj", "static.obj"]
-    assert {name: read_paths.count(name) for name in set(read_paths)} == {
-        "seq_000.obj": 2, "seq_002.obj": 2, "seq_003.obj": 1, "seq_005.obj": 2, "static.obj": 1}
+    # Each is read once: the nose-tip pass keeps the parsed meshes for the render pass.
+    assert sorted(read_paths) == ["seq_000.obj", "seq_002.obj", "seq_003.obj", "seq_005.obj", "static.obj"]
     rejects = pd.read_csv(out_dir / "rejects.csv")
     assert rejects["path"].tolist() == [str(scans / "seq_003.obj")]
     assert rejects["reason"].str.len().min() > 0
@@ -294,32 +292,70 @@ def test_render_shard_centres_on_the_lm3_nose_tip(tmp_path):
     assert abs(int(front.max()) - 241) <= 1
 
 
-def test_render_shard_holds_one_mesh_at_a_time(tmp_path):
-    """When the next scan is read, no mesh read before it is still alive."""
-    import gc
-    import weakref
-
+def scans_of_two_sequences(tmp_path: Path) -> Path:
+    """A manifest of one subject: a static scan and two 5-frame sequences of growing balls."""
     scans = tmp_path / "scans"
     scans.mkdir()
     rows = [manifest_row("S1_static", "S1", 0, write_ball(scans / "static.obj", 40.0))]
-    rows += [manifest_row("S1_grow", "S1", f, write_ball(scans / f"seq_{f}.obj", 30.0 + 5.0 * f), sequence="grow")
-             for f in range(5)]
+    for sequence in ("grow", "wide"):
+        rows += [manifest_row(f"S1_{sequence}", "S1", f, write_ball(scans / f"{sequence}_{f}.obj", 30.0 + 5.0 * f),
+                              sequence=sequence) for f in range(5)]
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
 
-    earlier: list[weakref.ref] = []
+
+def test_render_shard_parses_each_frame_once_and_holds_one_sequence(tmp_path):
+    """Every frame is read once; when a sample's first file is read, no mesh of an earlier sample
+    is still alive (memory holds at most the parsed frames of one sequence)."""
+    import gc
+    import weakref
+
+    manifest = scans_of_two_sequences(tmp_path)
+    earlier: dict[str, list[weakref.ref]] = {}
     alive_at_read: list[int] = []
+    read_paths: list[str] = []
 
     def reader(path):
         gc.collect()
-        alive_at_read.append(sum(ref() is not None for ref in earlier))
+        sample = Path(path).stem.split("_")[0]
+        alive_at_read.append(sum(ref() is not None for key, refs in earlier.items() if key != sample for ref in refs))
+        read_paths.append(Path(path).name)
         mesh = read_mesh_for_tests(path)
-        earlier.append(weakref.ref(mesh))
+        earlier.setdefault(sample, []).append(weakref.ref(mesh))
         return mesh
 
     render_shard(manifest, "toy", "S1", tmp_path / "out", {"mode": "depth", "frames": 5}, mesh_reader=reader)
-    assert len(alive_at_read) == 1 + 2 * 5  # the static scan, then two passes over five frames
+    assert sorted(read_paths) == sorted(set(read_paths)) and len(read_paths) == 1 + 2 * 5
     assert alive_at_read == [0] * len(alive_at_read)
+
+
+@pytest.mark.parametrize("mode", ["depth", "shaded"])
+def test_frames_kept_in_memory_or_read_again_give_the_same_images(tmp_path, mode):
+    """keep_parsed_mb only trades memory for a second read: with 0 every frame is read twice
+    (nose-tip pass, render pass, as the job did before parsing once) and every file written is
+    byte for byte the same."""
+    manifest = scans_of_two_sequences(tmp_path)
+    reads = {}
+    settings = {"mode": mode, "frames": 4, "keep_frames": True, "size": 64, "nose_smoothing": 3}
+    for keep_mb in (0, 0.08, 256):  # 0.08 MB holds two of the four 38 KB frames
+        paths = reads.setdefault(keep_mb, [])
+
+        def reader(path, paths=paths):
+            paths.append(Path(path).name)
+            return read_mesh_for_tests(path)
+
+        render_shard(manifest, "toy", "S1", tmp_path / f"out{keep_mb}", settings, mesh_reader=reader,
+                     keep_parsed_mb=keep_mb)
+    n_reads = {keep_mb: len(paths) for keep_mb, paths in reads.items()}
+    assert n_reads == {0: 1 + 2 * 2 * 4, 0.08: 1 + 2 * 6, 256: 1 + 2 * 4}
+    written = sorted(p.name for p in (tmp_path / "out0").iterdir())
+    assert len([name for name in written if name.endswith(".png")]) == 3 * (1 + 2 + 2 * 4)
+    for keep_mb in (0.08, 256):
+        assert written == sorted(p.name for p in (tmp_path / f"out{keep_mb}").iterdir())
+        for name in written:
+            before, after = (tmp_path / "out0" / name).read_bytes(), (tmp_path / f"out{keep_mb}" / name).read_bytes()
+            assert before.replace(b"out0", f"out{keep_mb}".encode()) == after, name
 
 
 EGL_RENDER_SCRIPT = """
@@ -383,7 +419,7 @@ def test_auto_backend_takes_egl_only_where_a_gpu_is(monkeypatch, gpu, expected):
 
     monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
     monkeypatch.delitem(sys.modules, "OpenGL", raising=False)  # as in a fresh render job
-    monkeypatch.setattr(render_module, "nvidia_gpu_present", lambda: gpu)
+    monkeypatch.setattr(renderer_module, "nvidia_gpu_present", lambda: gpu)
     assert select_gl_platform("auto") == expected
     # an exported platform wins over the setting, and an unknown one is refused
     monkeypatch.setenv("PYOPENGL_PLATFORM", "osmesa")

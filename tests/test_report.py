@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from smile_vlm.errors import ScanError
-from smile_vlm.report import REPORTED_MARK, build_table, summary_markdown, write_table
+from smile_vlm.report import REPORTED_MARK, build_table, write_table
+from smile_vlm.summary import summary_markdown
 
 FOURDME = ["positive", "negative", "surprise", "repression", "others"]
 
@@ -67,13 +68,42 @@ def test_write_table_is_a_readable_csv(tmp_path):
     write_table({"name": "nothing_reported", "dataset": "bu4dfe"}, evals, out)
     table = pd.read_csv(out)
     # the same columns whatever the evaluations hold (here no probe, nothing reported)
-    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "n_test", "accuracy",
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init", "n_test",
+                                      "accuracy",
                                       "accuracy_std", "macro_f1", "macro_f1_std", "linear_probe_accuracy",
                                       "linear_probe_accuracy_std"]
     assert table.source.tolist() == ["ours", "ours"]
     assert table.accuracy.tolist() == [50.0, 50.0]
-    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,class prompts (labels),12,50.0,,0.5,,,"
+    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,class prompts (labels),random,12,50.0,,0.5,,,"
     assert not any(p.name.startswith(".x.csv.tmp") for p in out.parent.iterdir())
+
+
+def test_every_row_says_which_vision_init_it_used(tmp_path):
+    pretrained = "results/pretrain/default/vision.pt"
+    evals = [_eval(tmp_path, "smile_vlm", k, 0.5, 0.5, 0.5, init=pretrained) for k in (0, 1)]
+    evals += [_eval(tmp_path, "smile_vlm_scratch", k, 0.5, 0.5, 0.5, init="random") for k in (0, 1)]
+    evals += [_eval(tmp_path, "facet_vlm", 0, 0.5, 0.5, 0.5)]  # written before init existed
+    out = tmp_path / "tables" / "bu4dfe.csv"
+    table = write_table({"name": "bu4dfe"}, evals, out)
+    columns = table.columns.tolist()
+    assert columns.index("init") == columns.index("supervision") + 1
+    ours = table[table.source == "ours"]
+    assert dict(zip(zip(ours.method, ours.fold), ours.init)) == {
+        ("smile_vlm", "0"): pretrained, ("smile_vlm", "1"): pretrained, ("smile_vlm", "mean"): pretrained,
+        ("smile_vlm_scratch", "0"): "random", ("smile_vlm_scratch", "1"): "random",
+        ("smile_vlm_scratch", "mean"): "random", ("facet_vlm", "0"): "random", ("facet_vlm", "mean"): "random"}
+    assert table[table.source == "reported"].init.isna().all()  # the paper's rows are not ours to label
+    assert pd.read_csv(out).init.tolist()[:3] == [pretrained] * 3
+
+    from smile_vlm.summary import readme_block
+    page = summary_markdown([out], tmp_path / "summary.md")
+    assert f"| smile_vlm | class prompts (labels) | {pretrained} | ours | 2 |" in page
+    assert "| smile_vlm_scratch | class prompts (labels) | random | ours | 2 |" in page
+    assert f"| smile_vlm | class prompts (labels) | {pretrained} | label | 2 |" in readme_block(out)
+    # a table written before the column existed holds from-scratch rows only
+    old = tmp_path / "tables" / "old.csv"
+    pd.read_csv(out).drop(columns="init").to_csv(old, index=False)
+    assert "| smile_vlm | class prompts (labels) | random | label | 2 |" in readme_block(old)
 
 
 def test_each_method_keeps_its_folds_then_its_mean_in_evaluation_order(tmp_path):
@@ -115,8 +145,8 @@ def test_multilabel_table_per_class_f1_and_accuracy_then_reported_table_v(tmp_pa
     ]
     table = build_table({"name": "4dme", "dataset": "4dme"}, evals)
     metrics = [f"{m}_{c}" for m in ("f1", "accuracy") for c in [*FOURDME, "average"]] + ["linear_probe_accuracy"]
-    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "decision",
-                                      "n_test", *[c for m in metrics for c in (m, f"{m}_std")]]
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init",
+                                      "decision", "n_test", *[c for m in metrics for c in (m, f"{m}_std")]]
     # the decision rule and its scale travel from each evaluation into every row, the means included
     assert set(table[table.source == "ours"].decision) == {
         "above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)"}
@@ -173,18 +203,20 @@ def test_summary_page_has_means_first_reported_marks_and_collapsed_folds(tmp_pat
     bu4dfe = text.split("## Table III: BU-4DFE")[1].split("## ")[0]
     assert "`bu4dfe.csv`; data: synthetic; prompts source: pseudo" in bu4dfe
     lines = bu4dfe.splitlines()
-    mean_line = "| smile_vlm | class prompts (labels) | ours | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 | 50.00 ± 0.00 |"
-    reported_line = f"| SMILE-VLM |  | 10-CV, full sequence; *{REPORTED_MARK}* |  | 96.57 |  |  |"
+    mean_line = ("| smile_vlm | class prompts (labels) | random | ours | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 "
+                 "| 50.00 ± 0.00 |")
+    reported_line = f"| SMILE-VLM |  |  | 10-CV, full sequence; *{REPORTED_MARK}* |  | 96.57 |  |  |"
     details = lines.index("<details><summary>per-fold rows</summary>")
     assert lines.index(mean_line) < lines.index(reported_line) < details  # means, then the paper, then folds
     assert "| smile_vlm | 1 | 100.00 | 0.5000 | 50.00 |" in lines
 
     table_v = text.split("## Table V")[1].split("## ")[0]
     assert "prompts source: label (each sample's class chooses its prompt" in table_v
-    assert "| SMILE-VLM |  | multi-view; *reported on the real dataset* |  | 0.7612 | 0.8458 | 0.8126 | 0.8093 | " \
+    assert "| SMILE-VLM |  |  | multi-view; *reported on the real dataset* |  | 0.7612 | 0.8458 | 0.8126 | 0.8093 | " \
            "0.7824 | 0.8023 |" in table_v
     assert "| smile_vlm | ours | 1 | 81.62" not in table_v
-    assert "| smile_vlm | class prompts (labels) | ours | 1 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 |" in table_v
+    assert ("| smile_vlm | class prompts (labels) | random | ours | 1 | 50.00 | 50.00 | 50.00 | 50.00 | 50.00 "
+            "| 50.00 | 50.00 |") in table_v
     assert "Label sets decided by: above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)." in table_v
     assert "| bu4dfe | smile_vlm | 75.00 | 2 |" in text
 
@@ -205,7 +237,7 @@ def _readme_tables(tmp_path):
 
 def test_readme_result_block_is_what_the_command_writes(tmp_path, monkeypatch):
     from smile_vlm.cli import main
-    from smile_vlm.report import PLACEHOLDER, README_COMMAND, block_is_intact, readme_block, readme_blocks
+    from smile_vlm.summary import PLACEHOLDER, README_COMMAND, block_is_intact, readme_block, readme_blocks
 
     monkeypatch.chdir(tmp_path)
     bu4dfe, fourdme = (p.relative_to(tmp_path) for p in _readme_tables(tmp_path))
@@ -220,8 +252,9 @@ def test_readme_result_block_is_what_the_command_writes(tmp_path, monkeypatch):
     assert blocks == {"bu4dfe": readme_block(bu4dfe), "4dme": readme_block(fourdme)}
     body = blocks["bu4dfe"]
     assert f"`{README_COMMAND} --tables results/tables/bu4dfe.csv` from `results/tables/bu4dfe.csv`" in body
-    assert "| smile_vlm | class prompts (labels) | label | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 | 50.00 ± 0.00 |" in body
-    assert "| facet_vlm_prompt | class prompts (labels) | label | 2 | 50.00 ± 35.36 |" in body
+    assert ("| smile_vlm | class prompts (labels) | random | label | 2 | 75.00 ± 35.36 | 0.5000 ± 0.0000 "
+            "| 50.00 ± 0.00 |") in body
+    assert "| facet_vlm_prompt | class prompts (labels) | random | label | 2 | 50.00 ± 35.36 |" in body
     assert "96.57" not in body  # our rows only; the paper's live in the table and the summary
     assert "Label sets decided by: above_uniform at logit scale 14.29" in blocks["4dme"]
     assert block_is_intact(body)
@@ -235,11 +268,11 @@ def test_readme_result_block_is_what_the_command_writes(tmp_path, monkeypatch):
     # a new table changes the block on the next run
     write_table({"name": "bu4dfe"}, [_eval(tmp_path, "smile_vlm", 0, 0.5, 0.5, 0.5)], bu4dfe)
     assert main(["readme-results", "--tables", str(bu4dfe)]) == 0
-    assert "| smile_vlm | class prompts (labels) | label | 1 | 50.00 |" in readme.read_text()
+    assert "| smile_vlm | class prompts (labels) | random | label | 1 | 50.00 |" in readme.read_text()
 
 
 def test_readme_without_the_tables_markers_is_refused(tmp_path):
-    from smile_vlm.report import update_readme
+    from smile_vlm.summary import update_readme
 
     bu4dfe, _ = _readme_tables(tmp_path)
     readme = tmp_path / "README.md"
@@ -252,8 +285,8 @@ def test_readme_without_the_tables_markers_is_refused(tmp_path):
 def test_repository_readme_blocks_are_written_by_the_command(monkeypatch):
     """Every result block of README.md is the command's placeholder or its output, untouched by
     hand; when the table it cites exists, the block is exactly what the command writes for it."""
-    from smile_vlm.report import (PLACEHOLDER, README_COMMAND, block_is_intact, cited_table, readme_block,
-                                  readme_blocks)
+    from smile_vlm.summary import (PLACEHOLDER, README_COMMAND, block_is_intact, cited_table, readme_block,
+                                   readme_blocks)
 
     monkeypatch.chdir(REPO)
     blocks = readme_blocks((REPO / "README.md").read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""Zarr store: exact round trip, atomic packing, refusal of partial stores, DataLoader, sheet."""
+"""Zarr store: exact round trip, atomic packing, refusal of partial stores; the torch Dataset over it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import zarr
 from PIL import Image
 
 from smile_vlm import store
+from smile_vlm.data import StoreDataset
 from smile_vlm.errors import ScanError
 
 VIEWS = [{"yaw": -30, "pitch": 0}, {"yaw": 0, "pitch": 0}, {"yaw": 30, "pitch": 10}]
@@ -188,7 +189,7 @@ def test_open_store_refuses_incomplete_and_malformed_stores(static_store):
         store.open_store(out)
     assert str(refused.value) == f"{out}: incomplete store (no complete attr): packing did not finish"
     with pytest.raises(ScanError, match="incomplete"):
-        store.StoreDataset(out)
+        StoreDataset(out)
 
     root.attrs["complete"] = True
     del root["label"]
@@ -212,14 +213,14 @@ def test_dataset_in_dataloader_with_two_workers(static_store):
     out, expected = static_store
     table = store.store_table(out)
 
-    default = store.StoreDataset(out)
+    default = StoreDataset(out)
     assert default.indices.tolist() == [0, 1, 3, 4, 5]  # the neutral scan has no single label
-    assert len(store.StoreDataset(out, label_mode="multi")) == 5
+    assert len(StoreDataset(out, label_mode="multi")) == 5
     with pytest.raises(ValueError, match="no single-label target, e.g. store rows \\[2\\]"):
-        store.StoreDataset(out, indices=[0, 2])
+        StoreDataset(out, indices=[0, 2])
 
     indices = [5, 1, 3, 0, 4]
-    dataset = store.StoreDataset(out, indices=indices)
+    dataset = StoreDataset(out, indices=indices)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, shuffle=True, num_workers=2,
                                          generator=torch.Generator().manual_seed(3))
     seen = {}
@@ -235,27 +236,3 @@ def test_dataset_in_dataloader_with_two_workers(static_store):
         0: (0, [1.0, 0.0, 0.0], "F0001"),
         4: (1, [0.0, 1.0, 0.0], "M0002"),
     }
-
-
-def test_contact_sheet_size_and_content(static_store, tmp_path):
-    out, _ = static_store
-    sheet = tmp_path / "sheets" / "sheet.png"
-    store.contact_sheet(out, sheet, per_class=2, seed=0)
-
-    pixels = np.asarray(Image.open(sheet).convert("RGB")).astype(int)
-    # 1.2 in label band + 2 samples x 3 views x 1.6 in, by 0.8 in title + 3 classes x 1.6 in, at 100 dpi.
-    assert pixels.shape == (560, 1080, 3)
-    assert store.sheet_size_pixels(3, 2, 3) == (1080, 560)
-
-    def where(colour):  # exact match: the noise half hits a given colour with p = 2**-24
-        return (pixels == colour).all(axis=2)
-
-    # anger and disgust rows show their class colour; fear has no sample, so its colour is absent.
-    assert where(COLOURS["anger"]).sum() > 1000
-    assert where(COLOURS["disgust"]).sum() > 1000
-    assert where(COLOURS["fear"]).sum() == 0
-    # The anger colour sits in the top row of cells, the disgust colour in the second.
-    anger_rows = np.flatnonzero(where(COLOURS["anger"]).any(axis=1))
-    disgust_rows = np.flatnonzero(where(COLOURS["disgust"]).any(axis=1))
-    assert anger_rows.max() < 80 + 160 < disgust_rows.min()
-    assert not list(sheet.parent.glob(".*tmp*"))

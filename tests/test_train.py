@@ -11,12 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-import smile_vlm.encoders as encoders
+import smile_vlm.models.encoders as encoders
 from smile_vlm import atomic
 from smile_vlm.folds import write_folds
 from smile_vlm.store import pack_store
-from smile_vlm.train import (CHECKPOINT_NAME, LOG_NAME, batches_for_epoch, lr_factor, main, resolve_settings,
-                             train_fold)
+from smile_vlm.checkpoint import CHECKPOINT_NAME, LOG_NAME
+from smile_vlm.cli import main as cli_main
+from smile_vlm.settings import resolve_settings
+from smile_vlm.optim import lr_factor
+from smile_vlm.train import batches_for_epoch, train_fold
 
 CLASSES = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
 VIEWS = [{"yaw": 0, "pitch": 0}, {"yaw": -30, "pitch": 0}, {"yaw": 30, "pitch": 0}]
@@ -142,7 +145,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_run_state(tmp_path, te
     assert checkpoint["scheduler"]["last_epoch"] == 6  # 4 train subjects x 12 samples / batch 8
     saved = load(final)
     assert saved["classes"] == CLASSES and saved["n_views"] == 3 and saved["text_dim"] == 12
-    assert saved["variant"]["name"] == "smile_vlm" and saved["variant"]["vision"]["input_size"] == 16
+    assert saved["variant"]["model"] == "smile_vlm" and saved["variant"]["vision"]["image_size"] == 16
 
 
 def test_text_tower_is_frozen_and_outside_the_optimizer(tmp_path, text_encoder):
@@ -161,17 +164,17 @@ def test_a_checkpoint_of_another_recipe_is_not_resumed(tmp_path, text_encoder, c
     store, folds = make_fold_inputs(tmp_path)
     train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1), tmp_path / "run")
     with caplog.at_level("WARNING", logger="smile_vlm.train"):
-        rerun = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-3), tmp_path / "run"))
+        rerun = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-2), tmp_path / "run"))
     assert "written with different settings (train.lr); starting this fold over" in caplog.text
-    fresh = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-3), tmp_path / "fresh"))
+    fresh = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=1, lr=1e-2), tmp_path / "fresh"))
     for name, tensor in fresh["model"].items():
         assert torch.equal(rerun["model"][name], tensor), name
-    assert load(tmp_path / "run" / CHECKPOINT_NAME)["settings"]["train"]["lr"] == 1e-3
+    assert load(tmp_path / "run" / CHECKPOINT_NAME)["settings"]["train"]["lr"] == 1e-2
 
 
 def write_pretrained_vision(path, seed: int):
     """A vision.pt as `smile-vlm pretrain` writes it, with random weights drawn from ``seed``."""
-    spec = {"kind": "cnn", "width": 4, "depth": 2, "input_size": 16}
+    spec = {"kind": "cnn", "width": 4, "depth": 2, "image_size": 16}
     torch.manual_seed(seed)
     encoder = encoders.load_vision_encoder(dict(spec))
     torch.save({"format": encoders.PRETRAINED_VISION_FORMAT, "architecture": encoders.vision_architecture(spec),
@@ -179,7 +182,7 @@ def write_pretrained_vision(path, seed: int):
 
 
 def test_a_rebuilt_pretrained_init_starts_the_fold_over_and_the_model_loads_without_it(tmp_path, text_encoder):
-    from smile_vlm.train import load_trained
+    from smile_vlm.models import load_trained
 
     store, folds = make_fold_inputs(tmp_path)
     init = tmp_path / "vision.pt"
@@ -211,7 +214,7 @@ def test_pseudo_labels_and_multilabel_store_train(tmp_path, text_encoder, varian
 
 
 def test_a_text_bank_file_trains_exactly_as_the_text_encoder_does(tmp_path, text_encoder, monkeypatch):
-    from smile_vlm.train import write_text_bank
+    from smile_vlm.prompts import write_text_bank
 
     store, folds = make_fold_inputs(tmp_path)
     settings = tiny_settings(epochs=1)
@@ -222,7 +225,7 @@ def test_a_text_bank_file_trains_exactly_as_the_text_encoder_does(tmp_path, text
         raise AssertionError("a job given a text bank must not load the text encoder")
 
     monkeypatch.setattr(encoders, "load_text_encoder", no_text_tower)
-    code = main(["--store", str(store), "--folds", str(folds), "--k", "0", "--variant", json.dumps(TINY_VARIANT),
+    code = cli_main(["train", "--store", str(store), "--folds", str(folds), "--k", "0", "--variant", json.dumps(TINY_VARIANT),
                  "--settings", json.dumps(settings), "--out", str(tmp_path / "banked"),
                  "--text-bank", str(tmp_path / "bank.pt")])
     banked = load(tmp_path / "banked" / "model.pt")
@@ -233,7 +236,7 @@ def test_a_text_bank_file_trains_exactly_as_the_text_encoder_does(tmp_path, text
 
 def test_cli_main_trains_by_job_number(tmp_path, text_encoder):
     store, folds = make_fold_inputs(tmp_path)
-    code = main(["--store", str(store), "--folds", str(folds), "--k", "2",
+    code = cli_main(["train", "--store", str(store), "--folds", str(folds), "--k", "2",
                  "--variant", json.dumps(TINY_VARIANT), "--settings", json.dumps(tiny_settings(epochs=1)),
                  "--out", str(tmp_path / "run")])
     assert code == 0 and load(tmp_path / "run" / "model.pt")["fold"] == 2
@@ -273,7 +276,7 @@ def cross_settings(**protocol) -> dict:
 
 def test_cross_fold_reads_only_the_training_store(tmp_path, text_encoder, monkeypatch):
     from smile_vlm.errors import ScanError
-    from smile_vlm.store import StoreDataset
+    from smile_vlm.data import StoreDataset
 
     train_store, test_store, folds = make_cross_inputs(tmp_path)
     written = pd.read_csv(folds)
@@ -291,10 +294,10 @@ def test_cross_fold_reads_only_the_training_store(tmp_path, text_encoder, monkey
     monkeypatch.setattr(StoreDataset, "__getitem__", recording)
     final = train_fold(train_store, folds, 0, 0, TINY_VARIANT, cross_settings(), tmp_path / "run")
     # every sample trained on is a training-store row; after the first read (train_fold looks at
-    # row 0 for the view count) one epoch of 3 batches of 12 reads all 36
-    # (3 subjects x 6 classes x 2 levels); no row of the test store is ever read
+    # row 0 for the view count) the clean-view cache and one epoch of 3 batches of 12 each read
+    # all 36 (3 subjects x 6 classes x 2 levels); no row of the test store is ever read
     assert {path for path, _, _ in read} == {train_store}
-    assert sorted(row for _, row, _ in read[1:]) == list(range(36))
+    assert sorted(row for _, row, _ in read[1:]) == sorted(list(range(36)) * 2)
     saved = load(final)
     assert saved["classes"] == CLASSES and saved["train_dataset"] == "bu4dfe" and saved["n_train"] == 36
     assert saved["train_store"] == str(train_store)
@@ -316,7 +319,7 @@ def test_write_folds_refuses_another_training_store_without_cross(tmp_path):
 
 
 def test_multilabel_prompts_are_drawn_from_the_positive_classes():
-    from smile_vlm.train import FoldTargets
+    from smile_vlm.targets import FoldTargets
 
     # store classes in 4DME order; the experiment keeps three of them, in its own order
     targets = FoldTargets(["positive", "negative", "surprise", "repression", "others"],
@@ -333,7 +336,7 @@ def test_multilabel_prompts_are_drawn_from_the_positive_classes():
 
 
 def test_mixed_precision_choice_per_device(monkeypatch):
-    import smile_vlm.train as train
+    import smile_vlm.runtime as train
 
     cpu = torch.device("cpu")
     assert train.amp_dtype("off", cpu) is None
@@ -354,3 +357,16 @@ def test_training_in_either_precision_is_finite_and_keeps_float32_weights(tmp_pa
     log = [json.loads(line) for line in (tmp_path / amp / LOG_NAME).read_text().splitlines()]
     assert all(np.isfinite(log[-1][term]) for term in ("total", "mv_bt", "vl_align", "red_min"))
     assert all(t.dtype in (torch.float32, torch.int64) for t in final["model"].values())
+
+
+def test_cached_clean_views_train_exactly_as_resizing_every_step(tmp_path, text_encoder, monkeypatch):
+    """The clean views are computed once per job (train.CLEAN_CACHE_MB); a split too large for the
+    cache resizes them every step instead, and both give bit-identical weights."""
+    import smile_vlm.train as train
+
+    store, folds = make_fold_inputs(tmp_path)
+    cached = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=2), tmp_path / "cached"))
+    monkeypatch.setattr(train, "CLEAN_CACHE_MB", 0)
+    per_step = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=2), tmp_path / "per_step"))
+    for name, tensor in cached["model"].items():
+        assert torch.equal(per_step["model"][name], tensor), name

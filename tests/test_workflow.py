@@ -173,7 +173,7 @@ def test_dry_run_of_the_default_config_and_schema_errors(tmp_path):
     assert "synth" in result.stdout and "folds" in result.stdout
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["render"]["sise"] = 64  # a typo must not be silently ignored
+    config.setdefault("render", {})["sise"] = 64  # a typo must not be silently ignored
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

@@ -27,7 +27,7 @@ def save_tiny_clip(root: Path, merges_gz: Path | None = None, name: str = "clip"
     """Returns (model, tokenizer, folder) of a random CLIP saved with save_pretrained."""
     import transformers
 
-    from smile_vlm.encoders import write_clip_tokenizer_files
+    from smile_vlm.models.encoders import write_clip_tokenizer_files
 
     root.mkdir(parents=True, exist_ok=True)
     vocab, merges = write_clip_tokenizer_files(merges_gz or tiny_merges_file(root), root / "tokenizer")

@@ -15,15 +15,16 @@ import numpy as np
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
+from smile_vlm.settings import section_defaults
 
 MESH_EXTENSIONS = (".wrl", ".obj", ".bnt")
 
-# Per-file size limit (config key index.max_file_mb; the schema's default is this value). The
+# Per-file size limit (config key index.max_file_mb, whose schema default this is). The
 # largest real scans are a few MB (a BU-3DFE F3D .wrl about 3 MB, a ~35k-vertex BU-4DFE or BP4D
 # frame 3-6 MB, a Bosphorus .bnt under 2 MB), so 64 MB leaves room for denser scanners while
 # keeping a reader's peak memory on any single corrupt file well under 1 GB
 # (benchmarks/bench_corrupt_memory.py).
-DEFAULT_MAX_FILE_MB = 64
+DEFAULT_MAX_FILE_MB = section_defaults("index")["max_file_mb"]
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smile_vlm.errors import ScanError
+from smile_vlm.settings import dataset_defaults
 
 BASIC_EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
 
@@ -51,16 +52,7 @@ BOSPHORUS_EMOTIONS = {
 
 # Target emotion of each BP4D-Spontaneous task (Zhang et al. 2014); a default, overridable by
 # settings["task_classes"] because cross-dataset papers keep only some of them (T1, T8).
-BP4D_TASK_CLASSES = {
-    "T1": "happiness",
-    "T2": "sadness",
-    "T3": "surprise",
-    "T4": "embarrassment",
-    "T5": "fear",
-    "T6": "pain",
-    "T7": "anger",
-    "T8": "disgust",
-}
+BP4D_TASK_CLASSES = dataset_defaults("bp4d")["task_classes"]  # the schema's datasets.bp4d.task_classes
 
 BU3DFE_RACES = {
     "WH": "white",

@@ -12,28 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from smile_vlm import atomic
+from smile_vlm.settings import section_defaults
 from smile_vlm.synth import face as face_model
 from smile_vlm.synth import writers
 from smile_vlm.synth.face import EMOTIONS, FaceModel, sample_identity
 
 DATASETS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "4dme")
 
-DEFAULTS: dict = {
-    "seed": 0,
-    "resolution": 68,  # grid columns of a static scan (4-5k vertices)
-    "resolution_4d": 40,  # grid columns of a 4D frame (~1.6k vertices): 4D sets have ~100x more meshes
-    "subjects": {"bu3dfe": 10, "bu4dfe": 20, "bp4d": 10, "bosphorus": 13, "4dme": 10},
-    "scale": 1.0,  # multiplies every subject count
-    "frames": {"bu4dfe": 24, "bp4d": 20},
-    "micro_clips_per_subject": 6,
-    "micro_frames_per_clip": 10,
-    "texture_size": 256,
-    "pose_sigma_deg": 2.5,
-    "noise_mm": 0.15,
-    "au_jitter": 0.2,
-    "face_source": "procedural",  # or "ict" with ict_dir
-    "ict_dir": None,
-}
+# The schema's synthetic section; `root` is where the workflow writes, not a generator setting.
+DEFAULTS = {key: value for key, value in section_defaults("synthetic").items() if key != "root"}
 
 _DATASET_CODE = {name: k for k, name in enumerate(DATASETS)}
 BU4DFE_FOLDERS = {"anger": "Angry", "disgust": "Disgust", "fear": "Fear", "happiness": "Happy",

@@ -15,6 +15,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from smile_vlm import configcheck
 from smile_vlm.readers.names import SEQUENCE_DATASETS
 from smile_vlm.settings import resolve_variant
+from smile_vlm.views import render_views
 
 # Rules call the library through the CLI of the Python that runs Snakemake, so a venv works
 # without activation. Under --sdm conda a rule's python is its environment's, which holds the
@@ -139,16 +140,11 @@ def dataset_classes(dataset):
     return configcheck.dataset_classes(config, dataset)
 
 
-def views():
-    render = config["render"]
-    return [{"yaw": yaw, "pitch": pitch} for pitch in render["pitches"] for yaw in render["yaws"]]
-
-
 def pack_settings(dataset):
     return {
         "classes": dataset_classes(dataset),
         "multi_label": dataset == "4dme",
-        "views": views(),
+        "views": render_views(config["render"]),
         "render": result_settings("render"),
         **config["store"],
     }
@@ -217,9 +213,11 @@ def encoder_settings():
 
 
 def vision_init(variant):
-    """The pretrained vision.pt a variant's folds start from (encoders.vision.init, else the
-    variant's vision.init: train.model_variant lets the encoders section win), or None."""
-    return config["encoders"]["vision"].get("init") or (variant_settings(variant).get("vision") or {}).get("init")
+    """The pretrained vision.pt a variant's folds start from, or None: the variant's own
+    vision.init when it sets one (null = from scratch), else encoders.vision.init
+    (models.model_variant merges them the same way)."""
+    own = variant_settings(variant).get("vision") or {}
+    return own["init"] if "init" in own else config["encoders"]["vision"].get("init")
 
 
 def vision_init_input(wildcards):

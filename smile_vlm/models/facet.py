@@ -7,7 +7,7 @@ structural coherence across views") and gives no equation. Every design below is
 match those words; alternatives we considered are listed in each docstring.
 
 The model shares SMILE-VLM's vision side (one encoder f_v and projector g_v for all views) and its
-interface (see model.py). The text encoder is frozen and outside the model: class prompt
+interface (see common.py). The text encoder is frozen and outside the model: class prompt
 embeddings (K, D) arrive as inputs. The attention layers' query/key/value projections are the
 only trainable maps applied to the text embeddings (inside MTGF); they are part of the model.
 
@@ -33,25 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smile_vlm.losses import (BARLOW_TWINS_LAMBDA, CLIP_TEMPERATURE, multiview_consistency_loss, mv_bt_loss,
+from smile_vlm.losses import (multiview_consistency_loss, mv_bt_loss,
                               prompt_classification_loss, prompt_contrastive_loss, vl_align_loss)
-from smile_vlm.model import MultiviewEncoder, check_view_mask, describe_supervision, masked_mean, running_stats_frozen
+from smile_vlm.models.common import MultiviewEncoder, check_view_mask, describe_supervision, masked_mean, running_stats_frozen
+from smile_vlm.settings import VARIANT_DEFAULTS
 
-FACET_DEFAULTS = {
-    "cvsa": True,  # cross-view self-attention before pooling; False: plain mean over views
-    "mtgf": True,  # text-queried cross-attention fusion; False: cos(pooled embedding, t_k)
-    "heads": 4,  # attention heads of CVSA and MTGF (the embedding size must be divisible by it)
-    "consistency": "sym_kl",  # "sym_kl" between per-view class posteriors, or "cosine" between views
-    "consistency_weight": 1.0,  # 0 disables the consistency loss
-    "ce_weight": 1.0,  # cross-entropy on the class labels over the MTGF prompt similarities
-    # InfoNCE of the MTGF scores against the batch's per-sample prompts (SMILE-VLM Eq. 6 with the
-    # text-guided fusion as similarity): trains MTGF, which makes the zero-shot scores, without CE
-    "mtgf_align_weight": 0.0,
-    "vl_align_weight": 1.0,  # Eq. 6 of SMILE-VLM on the views and the pooled embedding (0 disables)
-    "mv_bt_weight": 0.0,  # optional SMILE-VLM Eq. 1-4 on the two augmentations (0: not computed)
-    "lambd_mv_bt": BARLOW_TWINS_LAMBDA,
-    "tau": CLIP_TEMPERATURE,
-}
+# Defaults and their meaning: the schema's $defs/variant_defaults.facet.
+FACET_DEFAULTS = VARIANT_DEFAULTS["facet"]
 _LOSS_KEYS = ("consistency", "consistency_weight", "ce_weight", "mtgf_align_weight", "vl_align_weight", "mv_bt_weight",
               "lambd_mv_bt", "tau")
 
@@ -177,7 +165,7 @@ class FacetVLM(nn.Module):
         return self.forward(images, mask, class_emb)["scores"]
 
     def training_losses(self, batch_views_a: Tensor, batch_views_b: Tensor, clean_views: Tensor | None,
-                        text_emb: Tensor, class_emb: Tensor, labels: Tensor, settings: dict | None = None,
+                        text_emb: Tensor, class_emb: Tensor, labels: Tensor,
                         mask: Tensor | None = None) -> dict[str, Tensor]:
         """ce_weight CE(MTGF scores / tau, labels) + mtgf_align_weight L_mtgf-align + vl_align_weight
         L_vl-align(views, pooled, text_emb) + consistency_weight L_cons + mv_bt_weight L_mv-bt. Terms
@@ -186,29 +174,23 @@ class FacetVLM(nn.Module):
         L_mtgf-align is SMILE-VLM's Eq. 6 InfoNCE with MTGF as the similarity: sample b's fusion
         queried by its own prompt t_b must score higher than by the batch's other prompts t_j.
 
-        The classification views are ``clean_views`` or, when None, augmentation A.
-        ``settings["gather"]`` (DDP) concatenates batch-first tensors over ranks before the losses.
+        The classification views are ``clean_views`` or, when None, augmentation A. Under DDP the
+        trainer makes ``encode_views`` return the global batch and gathers ``text_emb`` and ``labels``.
         """
-        settings = settings or {}
-        options = {key: settings.get(key, default) for key, default in self.loss_settings.items()}
-        gather = settings.get("gather") or (lambda tensor: tensor)
+        options = self.loss_settings
         tau = options["tau"]
         views = clean_views if clean_views is not None else batch_views_a
-        batch_prompts = gather(text_emb)
-        # Each rank scores its own samples against the prompts of the global batch (rows gathered).
-        local = self._scores(self.encode_views(views), class_emb, mask,
-                             batch_prompts if options["mtgf_align_weight"] else None)
-        out = {key: gather(value) for key, value in local.items()}
-        mask = None if mask is None else gather(mask)
+        out = self._scores(self.encode_views(views), class_emb, mask,
+                           text_emb if options["mtgf_align_weight"] else None)
         zero = out["scores"].new_zeros(())
         terms = {
-            "ce": prompt_classification_loss(out["scores"], gather(labels), tau) if options["ce_weight"] else zero,
+            "ce": prompt_classification_loss(out["scores"], labels, tau) if options["ce_weight"] else zero,
             "mtgf_align": prompt_contrastive_loss(out["prompt_scores"], tau) if options["mtgf_align_weight"] else zero,
-            "vl_align": vl_align_loss(out["z_views"], out["z_fused"], batch_prompts, tau, mask)
+            "vl_align": vl_align_loss(out["z_views"], out["z_fused"], text_emb, tau, mask)
             if options["vl_align_weight"] else zero,
             "consistency": multiview_consistency_loss(out["z_views"], class_emb, tau, mask, options["consistency"])
             if options["consistency_weight"] else zero,
-            "mv_bt": self._mv_bt(batch_views_a, batch_views_b, gather, options["lambd_mv_bt"])
+            "mv_bt": self._mv_bt(batch_views_a, batch_views_b, options["lambd_mv_bt"])
             if options["mv_bt_weight"] else zero,
         }
         terms["total"] = (options["ce_weight"] * terms["ce"] + options["mtgf_align_weight"] * terms["mtgf_align"]
@@ -216,8 +198,8 @@ class FacetVLM(nn.Module):
                           + options["consistency_weight"] * terms["consistency"] + options["mv_bt_weight"] * terms["mv_bt"])
         return terms
 
-    def _mv_bt(self, views_a: Tensor, views_b: Tensor, gather, lambd: float) -> Tensor:
+    def _mv_bt(self, views_a: Tensor, views_b: Tensor, lambd: float) -> Tensor:
         # The classification pass above already updated the BatchNorm running statistics.
         with running_stats_frozen(self):
             z_a, z_b = self.encode_views(views_a), self.encode_views(views_b)
-        return mv_bt_loss(gather(z_a), gather(z_b), lambd)
+        return mv_bt_loss(z_a, z_b, lambd)

@@ -3,7 +3,7 @@
 Spec (config data)::
 
     {"text":   {"kind": "minilm" | "hf_clip", "name_or_path": ...},
-     "vision": {"kind": "cnn" | "hf_clip", "name_or_path": ..., "width": 32, "depth": 4, "input_size": 64,
+     "vision": {"kind": "cnn" | "hf_clip", "name_or_path": ..., "width": 32, "depth": 4, "image_size": 64,
                 "init": None | "<vision.pt of smile_vlm.pretrain>"}}
 
 * ``hf_clip`` is the paper's setting (SMILE-VLM §III-D: frozen CLIP text encoder, fine-tuned vision
@@ -17,7 +17,7 @@ Spec (config data)::
 
 Text encoders are frozen and expose ``encode(list[str]) -> (N, D)`` (L2-normalised, no grad) and
 ``dim``. Vision encoders are ``nn.Module``s with ``forward(images (N, 3, H, W)) -> (N, out_dim)``,
-``out_dim``, and the input they expect: ``input_size`` and per-channel ``mean``/``std``;
+``out_dim``, and the input they expect: ``image_size`` and per-channel ``mean``/``std``;
 ``preprocess`` turns [0, 1] images into that input.
 """
 
@@ -33,28 +33,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smile_vlm.atomic import write_json, write_text
+from smile_vlm.augment import CLIP_MEAN, CLIP_STD
 from smile_vlm.errors import ScanError
+from smile_vlm.settings import DEFAULT_TEXT_SPEC, DEFAULT_VISION_SPEC
 
-# Image statistics CLIP was trained with (openai/CLIP clip.py _transform).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-DEFAULT_TEXT_SPEC = {"kind": "minilm"}
-DEFAULT_VISION_SPEC = {"kind": "cnn", "width": 32, "depth": 4, "input_size": 64}
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class ImageInput:
-    """What a vision encoder expects: square ``input_size`` and per-channel ``mean``/``std``."""
+    """What a vision encoder expects: square ``image_size`` and per-channel ``mean``/``std``."""
 
-    input_size: int
+    image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """(N, 3, H, W) float images in [0, 1] -> resized to ``input_size`` and normalised."""
-        if images.shape[-2:] != (self.input_size, self.input_size):
-            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
+        """(N, 3, H, W) float images in [0, 1] -> resized to ``image_size`` and normalised."""
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
                                    align_corners=False, antialias=True)
         mean = images.new_tensor(self.mean).view(1, 3, 1, 1)
         std = images.new_tensor(self.std).view(1, 3, 1, 1)
@@ -183,7 +179,7 @@ class CLIPVisionEncoder(nn.Module, ImageInput):
         self.vision_model = model.vision_model
         self.visual_projection = model.visual_projection
         self.out_dim = model.config.projection_dim
-        self.input_size = model.config.vision_config.image_size
+        self.image_size = model.config.vision_config.image_size
         self.mean, self.std = CLIP_MEAN, CLIP_STD
 
     def forward(self, images: Tensor) -> Tensor:
@@ -234,7 +230,7 @@ class CompactCNN(nn.Module, ImageInput):
     64x64 image to a 4x4x256 map and a 256-d feature.
     """
 
-    def __init__(self, width: int = 32, depth: int = 4, input_size: int = 64,
+    def __init__(self, width: int = 32, depth: int = 4, image_size: int = 64,
                  mean: tuple[float, float, float] = (0.5, 0.5, 0.5), std: tuple[float, float, float] = (0.5, 0.5, 0.5)):
         super().__init__()
         if width < 1 or depth < 1:
@@ -247,7 +243,7 @@ class CompactCNN(nn.Module, ImageInput):
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         self.out_dim = in_channels
-        self.input_size = int(input_size)
+        self.image_size = int(image_size)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -279,7 +275,7 @@ def load_vision_encoder(spec: dict | None = None) -> nn.Module:
     init = spec.pop("init", None)
     kind = spec["kind"]
     if kind == "cnn":
-        encoder = CompactCNN(width=int(spec["width"]), depth=int(spec["depth"]), input_size=int(spec["input_size"]),
+        encoder = CompactCNN(width=int(spec["width"]), depth=int(spec["depth"]), image_size=int(spec["image_size"]),
                              mean=tuple(spec.get("mean", (0.5, 0.5, 0.5))), std=tuple(spec.get("std", (0.5, 0.5, 0.5))))
     elif kind == "hf_clip":
         encoder = CLIPVisionEncoder(_required_name(spec, "vision"), spec.get("local_files_only"))
@@ -291,15 +287,13 @@ def load_vision_encoder(spec: dict | None = None) -> nn.Module:
 
 
 # What fixes a vision encoder's parameter shapes and the input its weights were trained on.
-_ARCHITECTURE_KEYS = {"cnn": ("width", "depth", "input_size", "mean", "std"), "hf_clip": ("name_or_path",)}
+_ARCHITECTURE_KEYS = {"cnn": ("width", "depth", "image_size", "mean", "std"), "hf_clip": ("name_or_path",)}
 PRETRAINED_VISION_FORMAT = "smile-vlm pretrained vision encoder v1"  # what smile_vlm.pretrain writes
 
 
 def vision_architecture(spec: dict) -> dict:
     """The architecture part of a vision spec (defaults filled in), as pretrained files record it."""
     spec = {**DEFAULT_VISION_SPEC, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), **(spec or {})}
-    if "image_size" in spec:
-        spec.setdefault("input_size", spec.pop("image_size"))
     keys = _ARCHITECTURE_KEYS.get(spec["kind"], ())
     return {"kind": spec["kind"], **{key: _plain(spec.get(key)) for key in keys}}
 

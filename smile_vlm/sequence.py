@@ -1,0 +1,110 @@
+"""A 4D sequence rendered frame by frame: one smoothed nose-tip track, one image support per view.
+
+Each sampled frame is parsed once per render job. The first pass reads the frames for their
+nose tips (the track needs every tip before any frame can be centred) and keeps the parsed
+meshes; the second renders them on the smoothed track. Parsing is most of a render job's CPU
+(benchmarks/bench_render.py --shard), so a second read of each frame would nearly double it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+
+import numpy as np
+import pandas as pd
+
+from smile_vlm.dynamic import apply_support, common_support
+from smile_vlm.mesh import Mesh
+from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
+from smile_vlm.settings import section_defaults
+
+# Frames of a 4D sequence are cropped to this many crop radii (whole triangles), so that every
+# triangle that reaches into the crop sphere is drawn; the sphere itself is then cut per pixel
+# (``Renderer.render_with_support``). 1.25 covers triangles up to 0.25 radii (22 mm at 90 mm)
+# across the sphere's surface, far more than any scan's edge length.
+SEQUENCE_CROP_MARGIN = 1.25
+# Parsed frames kept between the two passes. 16 sampled 35k-vertex BU-4DFE frames take ~61 MB
+# (3.8 MB each); the cap matters for `frames: all`, where the frames beyond it are read again
+# (the same file gives the same mesh) instead of holding a whole 100-frame sequence (~380 MB).
+KEEP_PARSED_MB = 256
+
+
+def canonicalize_wide(mesh: Mesh, settings: dict) -> Mesh:
+    """``canonicalize`` with a crop of SEQUENCE_CROP_MARGIN radii, in the same unit-radius frame.
+
+    Whole triangles are kept as before, but out to beyond the crop sphere, so that the sphere
+    is then cut per pixel (``Renderer.render_with_support``) on a surface with no holes at it.
+    """
+    radius_mm = float({**section_defaults("render"), **settings}["radius_mm"])
+    wide = canonicalize(mesh, {**settings, "radius_mm": radius_mm * SEQUENCE_CROP_MARGIN})
+    return dataclasses.replace(
+        wide,
+        vertices=wide.vertices * np.float32(SEQUENCE_CROP_MARGIN),
+        landmarks={name: point * np.float32(SEQUENCE_CROP_MARGIN) for name, point in wide.landmarks.items()},
+    )
+
+
+def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARSED_MB) -> list[tuple[int, np.ndarray]]:
+    """(frame, views) of each readable frame of ``chosen``, centred on one smoothed nose-tip
+    track and cut to one support per view (``dynamic.common_support``).
+
+    ``job`` is the render job (render.ShardJob): ``load(row)`` and ``render(mesh, path, wide=True)``
+    return None after recording a reject; ``reject(error, path)``; ``nose_smoothing``.
+    """
+    frames, tips = read_frames(job, chosen, keep_parsed_mb)
+    track = smooth_track(np.array(tips).reshape(-1, 3), job.nose_smoothing)
+    rendered = render_frames(job, frames, track)
+    if not rendered:
+        return []
+    support = common_support(np.stack([inside for _, _, inside in rendered]))
+    return [(frame, apply_support(views, support & inside)) for frame, views, inside in rendered]
+
+
+def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float) -> tuple[deque, list[np.ndarray]]:
+    """First pass: (row, parsed mesh or None) of each frame whose nose tip was found, and the tips.
+
+    A mesh is kept for the second pass while the kept meshes fit in ``keep_parsed_mb``; None
+    stands for a frame the second pass reads again.
+    """
+    budget, kept = keep_parsed_mb * 2**20, 0
+    frames, tips = deque(), []
+    for row in chosen.itertuples():
+        mesh = job.load(row)
+        if mesh is None:
+            continue
+        try:
+            tips.append(nose_tip(mesh))
+        except Exception as error:  # any per-file failure: reject it, keep the sequence going
+            job.reject(error, row.mesh_path)
+            continue
+        size = mesh_bytes(mesh)
+        keep = kept + size <= budget
+        kept += size if keep else 0
+        frames.append((row, mesh if keep else None))
+    return frames, tips
+
+
+def render_frames(job, frames: deque, track: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Second pass: (frame, views, inside-sphere pixels) per frame, each centred on its track point.
+
+    Frames leave the queue as they are rendered, so memory falls as the pass goes on.
+    """
+    rendered = []
+    for tip in track:
+        row, mesh = frames.popleft()
+        mesh = mesh if mesh is not None else job.load(row)
+        if mesh is None:
+            continue
+        mesh.landmarks["nose_tip"] = tip.astype(np.float32)
+        result = job.render(mesh, row.mesh_path, wide=True)
+        mesh = None  # released before the next frame is read
+        if result is not None:
+            rendered.append((row.frame, *result))
+    return rendered
+
+
+def mesh_bytes(mesh: Mesh) -> int:
+    """Bytes of a mesh's arrays (what keeping it costs)."""
+    arrays = (mesh.vertices, mesh.faces, mesh.uv, mesh.face_uv)
+    return sum(array.nbytes for array in arrays if array is not None)
