@@ -1,14 +1,18 @@
 """Zero-shot accuracy from scratch vs from the FACS-captioned pretraining, with few training identities.
 
-Runs the Snakemake workflow in a temporary folder on synthetic BU-4DFE written with the
-ICT-FaceKit face source (real scanned geometry; evaluation identities are never pretraining
-identities, see smile_vlm.pretrain), with two variants in one table: ``smile_vlm`` (compact CNN
-from scratch) and ``smile_vlm_pretrained`` (the same, ``vision.init`` = the pretraining's
-vision.pt). ``--subjects`` and ``--folds`` set the training identities per fold:
-subjects * (folds - 1) / folds. Prints a markdown table: accuracy per fold, mean +- std, and the
-pretraining's cost and monitored vl-align.
+One command measures a grid: for each ``--subjects`` value it runs the Snakemake workflow on a
+synthetic dataset (``--dataset bu4dfe``: 4D sequences; ``bu3dfe``: static scans, protocol levels
+3-4) written with ``--face-source`` faces (``ict``: ICT-FaceKit, real scanned geometry;
+``procedural``: the embedded parametric face), with two variants in one table: ``smile_vlm``
+(compact CNN from random weights) and ``smile_vlm_pretrained`` (the same, ``vision.init`` = the
+pretraining's vision.pt). The pretraining is built once, in its own workflow folder, and every
+grid cell points ``vision.init`` at it (or at ``--pretrained PATH``, a vision.pt built before with
+the same settings). Its identities are never an evaluation identity (see smile_vlm.pretrain).
+Training identities per fold: subjects * (folds - 1) / folds. Prints a markdown table: accuracy
+per fold, mean +- std, the workflow's wall time per cell, and the pretraining's cost and monitored
+vl-align.
 
-    python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --subjects 15 --folds 3
+    python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --dataset bu3dfe --subjects 15 30 --folds 3
 """
 
 from __future__ import annotations
@@ -27,74 +31,128 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("smile_vlm", "smile_vlm_pretrained")
+# the experiment each dataset's grid cell trains: BU-3DFE's is the paper's subset 1 (levels 3-4)
+EXPERIMENTS = {"bu4dfe": "bu4dfe", "bu3dfe": "bu3dfe_subset1"}
+PRETRAIN_TARGET = "results/pretrain/default/vision.pt"
 
 
-def overlay(args) -> dict:
-    pretrain = {"ict_dir": str(Path(args.ict_dir).resolve()), **json.loads(args.pretrain)}
+def common_overlay(args) -> dict:
+    """Settings the pretraining depends on, shared by its own folder and every grid cell."""
+    return {"render": {"size": args.render_size, "frames": min(args.frames, 16)},
+            "pretrain": {"ict_dir": str(Path(args.ict_dir).resolve()), **json.loads(args.pretrain)}}
+
+
+def cell_overlay(args, subjects: int, init: Path) -> dict:
+    ict_dir = str(Path(args.ict_dir).resolve()) if args.face_source == "ict" else None
+    protocol = {"folds": args.folds, "subjects": "all"}
+    if args.dataset == "bu3dfe":
+        protocol["levels"] = [3, 4]
     return {
-        "synthetic": {"face_source": "ict", "ict_dir": str(Path(args.ict_dir).resolve()),
-                      "subjects": {"bu4dfe": args.subjects}, "frames": {"bu4dfe": args.frames}},
-        "render": {"size": args.render_size, "frames": min(args.frames, 16)},
-        "experiments": {"bu4dfe": {"protocol": {"folds": args.folds}, "variants": list(VARIANTS)}},
-        "variants": {"smile_vlm_pretrained": {"base": "smile_vlm",
-                                              "vision": {"init": "results/pretrain/default/vision.pt"}}},
-        "pretrain": pretrain,
+        **common_overlay(args),
+        "synthetic": {"face_source": args.face_source, "ict_dir": ict_dir,
+                      "subjects": {args.dataset: subjects}, "frames": {"bu4dfe": args.frames}},
+        "experiments": {EXPERIMENTS[args.dataset]: {"protocol": protocol, "variants": list(VARIANTS)}},
+        "variants": {"smile_vlm_pretrained": {"base": "smile_vlm", "vision": {"init": str(init)}}},
     }
 
 
-def fold_accuracies(workdir: Path, variant: str) -> list[float]:
-    paths = sorted((workdir / "results" / "bu4dfe" / "eval" / variant).glob("fold*.json"))
+def run_workflow(workdir: Path, overlay: dict, target: str, cores: int) -> float:
+    """Runs Snakemake in workdir for target; returns its wall time in seconds."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
+    (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+               "--configfile", str(workdir / "config.yaml"), str(workdir / "overlay.yaml"),
+               "--cores", str(cores), target]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    (workdir / "snakemake.out").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        sys.exit((result.stdout + result.stderr)[-4000:])
+    return seconds
+
+
+def fold_accuracies(workdir: Path, experiment: str, variant: str) -> list[float]:
+    paths = sorted((workdir / "results" / experiment / "eval" / variant).glob("fold*.json"))
+    if not paths:
+        sys.exit(f"no evaluations of {variant} under {workdir}/results/{experiment}/eval")
     return [100.0 * json.loads(p.read_text())["accuracy"] for p in paths]
+
+
+def test_samples(workdir: Path, experiment: str) -> int:
+    paths = sorted((workdir / "results" / experiment / "eval" / VARIANTS[0]).glob("fold*.json"))
+    return sum(int(json.loads(p.read_text())["n_test"]) for p in paths)
+
+
+def summary(accuracies: list[float]) -> str:
+    spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    return f"{statistics.mean(accuracies):.1f} ± {spread:.1f}"
+
+
+def describe_pretraining(vision_pt: Path, benchmark_tsv: Path | None) -> str:
+    import torch
+
+    vision = torch.load(vision_pt, weights_only=True)
+    history = vision["history"]
+    cost = ""
+    if benchmark_tsv is not None and benchmark_tsv.exists():
+        cost = f", job {float(benchmark_tsv.read_text().splitlines()[1].split(chr(9))[0]):.0f} s"
+    return (f"pretraining {vision_pt}: {vision['corpus']['samples']} samples of "
+            f"{len(vision['corpus']['subjects'])} identities, {len(history) - 1} epochs{cost}; "
+            f"monitored vl-align {history[0]['monitor_vl_align']:.3f} -> {history[-1]['monitor_vl_align']:.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ict-dir", required=True, help="ICT-FaceKit FaceXModel/ folder")
-    parser.add_argument("--subjects", type=int, default=15, help="synthetic BU-4DFE subjects")
+    parser.add_argument("--ict-dir", required=True, help="ICT-FaceKit FaceXModel/ folder (pretraining and --face-source ict)")
+    parser.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="bu4dfe")
+    parser.add_argument("--face-source", choices=("ict", "procedural"), default="ict")
+    parser.add_argument("--subjects", type=int, nargs="+", default=[15], help="synthetic subjects, one grid cell each")
     parser.add_argument("--folds", type=int, default=3, help="subject-independent folds")
-    parser.add_argument("--frames", type=int, default=12, help="frames per synthetic sequence")
+    parser.add_argument("--frames", type=int, default=12, help="frames per synthetic 4D sequence")
     parser.add_argument("--render-size", type=int, default=128, help="render.size")
     parser.add_argument("--pretrain", default="{}", help="overrides of the pretrain section, JSON")
+    parser.add_argument("--pretrained", metavar="VISION_PT",
+                        help="reuse this vision.pt (built with the same pretrain and render settings) instead of pretraining")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it (default: a temporary folder)")
     args = parser.parse_args()
+    if min(args.subjects) < args.folds:
+        parser.error(f"--subjects {min(args.subjects)} is fewer than --folds {args.folds}: give each fold a test subject")
+    if args.pretrained and not Path(args.pretrained).is_file():
+        parser.error(f"--pretrained {args.pretrained}: no such file")
 
-    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="learning-curve-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "config.yaml", workdir / "config.yaml")
-    (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay(args)))
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), str(workdir / "overlay.yaml"),
-               "--cores", str(args.cores), "results/tables/bu4dfe.csv"]
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit((result.stdout + result.stderr)[-4000:])
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="learning-curve-"))
+    root.mkdir(parents=True, exist_ok=True)
+    if args.pretrained:
+        vision_pt, benchmark_tsv = Path(args.pretrained).resolve(), None
+    else:
+        run_workflow(root / "pretrain", common_overlay(args), PRETRAIN_TARGET, args.cores)
+        vision_pt = (root / "pretrain" / PRETRAIN_TARGET).resolve()
+        benchmark_tsv = root / "pretrain/logs/benchmarks/pretrain/default.tsv"
 
-    import torch
+    experiment = EXPERIMENTS[args.dataset]
+    rows = []
+    for subjects in args.subjects:
+        workdir = root / f"{args.dataset}-{args.face_source}-{subjects}"
+        seconds = run_workflow(workdir, cell_overlay(args, subjects, vision_pt),
+                               f"results/tables/{experiment}.csv", args.cores)
+        scratch, pretrained = (fold_accuracies(workdir, experiment, v) for v in VARIANTS)
+        rows.append(f"| {subjects} | {subjects * (args.folds - 1) / args.folds:.3g} | {test_samples(workdir, experiment)} | "
+                    f"{', '.join(f'{a:.1f}' for a in scratch)} | {summary(scratch)} | "
+                    f"{', '.join(f'{a:.1f}' for a in pretrained)} | {summary(pretrained)} | {seconds:.0f} |")
 
-    vision = torch.load(workdir / "results/pretrain/default/vision.pt", weights_only=True)
-    history = vision["history"]
-    pretrain_seconds = float(
-        (workdir / "logs/benchmarks/pretrain/default.tsv").read_text().splitlines()[1].split("\t")[0])
-    train_ids = args.subjects * (args.folds - 1) // args.folds
-    print(f"synthetic BU-4DFE, ICT-FaceKit faces: {args.subjects} subjects, {args.folds} folds "
-          f"(~{train_ids} training identities per fold); workflow {seconds:.0f} s")
-    print(f"pretraining: {vision['corpus']['samples']} samples of {len(vision['corpus']['subjects'])} identities, "
-          f"{len(history) - 1} epochs, {pretrain_seconds:.0f} s; monitored vl-align "
-          f"{history[0]['monitor_vl_align']:.3f} -> {history[-1]['monitor_vl_align']:.3f}\n")
-    print("| variant | zero-shot accuracy per fold (%) | mean ± std (%) |")
-    print("|---|---|---|")
-    for variant in VARIANTS:
-        accuracies = fold_accuracies(workdir, variant)
-        if not accuracies:
-            sys.exit(f"no evaluations of {variant} under {workdir}/results/bu4dfe/eval")
-        spread = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
-        print(f"| {variant} | {', '.join(f'{a:.1f}' for a in accuracies)} | "
-              f"{statistics.mean(accuracies):.1f} ± {spread:.1f} |")
+    levels = ", protocol levels 3-4" if args.dataset == "bu3dfe" else f", {args.frames} frames per sequence"
+    print(f"synthetic {args.dataset}, {args.face_source} faces{levels}, {args.folds} subject-independent folds, "
+          f"{args.render_size} px renders")
+    print(describe_pretraining(vision_pt, benchmark_tsv) + "\n")
+    print("| subjects | training identities per fold | test samples (all folds) | from scratch, per fold (%) | "
+          "from scratch (%) | pretrained, per fold (%) | pretrained (%) | workflow s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
     if not args.keep:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
