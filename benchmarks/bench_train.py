@@ -60,8 +60,18 @@ def main() -> None:
         runs = {"cached clean views": train.CLEAN_CACHE_MB}
         if args.compare_clean_cache:
             runs["baseline: clean views resized every step"] = 0
-        weights = {}
+        weights, cache_seconds = {}, []
+        build_cache = train.clean_view_cache
+
+        def timed_cache(*args, **kwargs):
+            started = time.perf_counter()
+            cache = build_cache(*args, **kwargs)
+            cache_seconds.append(time.perf_counter() - started)
+            return cache
+
+        train.clean_view_cache = timed_cache
         for name, cache_mb in runs.items():
+            cache_seconds.clear()
             train.CLEAN_CACHE_MB = cache_mb
             started = time.perf_counter()
             model = train_fold(store, folds, 0, 0, {"model": "smile_vlm"}, settings, root / name)
@@ -72,8 +82,9 @@ def main() -> None:
                 print(json.dumps({key: record[key] for key in ("epoch", "step", "samples_per_s",
                                                                  "loader_samples_per_s", "seconds", "total")}))
             last = epochs[-1]
-            print(f"{name}: {seconds:.1f} s for the job; last epoch: train {last['samples_per_s']:.1f} samples/s, "
-                  f"data loader {last['loader_samples_per_s']:.1f} samples/s")
+            print(f"{name}: {seconds:.1f} s for the job, {sum(r['seconds'] for r in epochs):.1f} s in the epochs, "
+                  f"{sum(cache_seconds):.1f} s building the cache; last epoch: train {last['samples_per_s']:.1f} "
+                  f"samples/s, data loader {last['loader_samples_per_s']:.1f} samples/s")
     print(f"store of {args.subjects * 12} samples ({args.render_size} px) packed in {packed:.1f} s "
           f"(threads {args.threads}, workers {args.workers}, batch {args.batch_size}, amp {args.amp})")
     if len(weights) == 2:

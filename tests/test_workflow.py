@@ -111,6 +111,10 @@ def test_folds_are_subject_independent_and_tables_complete(workflow_run):
     assert {"f1_repression", "accuracy_average"} <= set(table_v.columns)
     assert set(table_v[table_v.source == "ours"].decision) == {
         "above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)"}
+    # from scratch and from the pretraining, side by side; the table says which start each row had
+    inits = table_v[table_v.source == "ours"].groupby("method")["init"].first()
+    assert inits["smile_vlm"] == "random" and inits["smile_vlm_pretrained"] == "results/pretrain/default/vision.pt"
+    assert (results / "pretrain" / "default" / "vision.pt").exists()
 
     cross = json.loads((results / "bp4d_cross" / "eval" / "smile_vlm" / "fold0.json").read_text())
     assert cross["train_dataset"] == "bu4dfe" and cross["test_dataset"] == "bp4d"
@@ -197,7 +201,8 @@ def test_jobs_log_what_they_do_and_benchmark_themselves(workflow_run):
     assert len(epochs) == 2  # tiny.yaml: train.epochs 2
     assert "x compression" in (logs / "pack" / "bu4dfe.log").read_text()
     benchmarked = {p.relative_to(logs / "benchmarks").parts[0] for p in (logs / "benchmarks").rglob("*.tsv")}
-    assert {"synth", "index", "render", "pack", "folds", "train", "evaluate", "table", "summary"} <= benchmarked
+    assert {"synth", "index", "render", "pack", "folds", "pretrain", "train", "evaluate", "table",
+            "summary"} <= benchmarked
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "job_times.py"), str(logs / "benchmarks")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
