@@ -24,7 +24,9 @@ def schema() -> dict:
 
 
 def defaults_of(node: dict) -> dict:
-    """{key: default} of an object schema; an object without its own default gives its keys' defaults."""
+    """{key: default} of an object schema. A nested object whose default is {} stands for its keys'
+    defaults (e.g. ``render`` in the top level); a ``$ref`` with default {} (``train.augment``) is
+    an overrides dict and stays {}, its keys' defaults being the definition's (``DEFAULT_AUGMENT``)."""
     out = {}
     for key, prop in (node.get("properties") or {}).items():
         if "default" in prop and not (prop.get("properties") and prop["default"] == {}):

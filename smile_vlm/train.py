@@ -47,7 +47,7 @@ from smile_vlm.errors import ScanError
 from smile_vlm.folds import fold_samples
 from smile_vlm.models import build_model, image_input, model_variant
 from smile_vlm.optim import make_optimizer, make_scheduler
-from smile_vlm.prompts import build_text_bank
+from smile_vlm.prompts import TextBank, build_text_bank
 from smile_vlm.settings import resolve_settings
 from smile_vlm.store import open_store
 from smile_vlm.targets import FoldTargets
@@ -123,7 +123,7 @@ class Run:
     dtype: torch.dtype | None
     dataset: StoreDataset
     targets: FoldTargets
-    text_bank: object
+    text_bank: TextBank
     class_emb: torch.Tensor
     augmenter: Augmenter
     settings: dict
