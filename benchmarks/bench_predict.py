@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the store builder of test_predict
 
 RENDER = {"backend": "osmesa", "size": 224, "yaws": [0, -30, 30], "pitches": [0], "mode": "shaded",
           "radius_mm": 90, "frames": 16, "pooling": "approximate"}
@@ -43,26 +46,14 @@ def timed(function, *args, **kwargs):
 def build_model(root: Path, subjects: int) -> Path:
     from smile_vlm.final import train_final
     from smile_vlm.folds import write_folds
-    from smile_vlm.index import write_index
     from smile_vlm.readers.names import CLASSES
-    from smile_vlm.render import render_shard
-    from smile_vlm.store import pack_store
-    from smile_vlm.synth import generate
+    from test_predict import bu4dfe_store
 
-    generate("bu4dfe", root / "raw", {"subjects": {"bu4dfe": subjects}})
-    write_index("bu4dfe", root / "raw", {"workers": 1}, root / "manifest.csv", root / "rejects.csv")
-    manifest = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
-    shards = []
-    for subject in sorted(manifest["subject"].unique()):
-        render_shard(root / "manifest.csv", "bu4dfe", subject, root / "views" / subject, RENDER)
-        shards.append(root / "views" / subject / "index.csv")
-    views = [{"yaw": yaw, "pitch": 0} for yaw in RENDER["yaws"]]
+    store = bu4dfe_store(root, {"subjects": {"bu4dfe": subjects}}, RENDER)
     classes = CLASSES["bu4dfe"]
-    pack_store(root / "manifest.csv", shards, root / "store.zarr", "bu4dfe",
-               {"classes": classes, "multi_label": False, "views": views, "render": RENDER})
-    write_folds(root / "store.zarr", {"folds": 2, "classes": classes}, root / "folds.csv")
+    write_folds(store, {"folds": 2, "classes": classes}, root / "folds.csv")
     settings = {"train": {"epochs": 1, "batch_size": 8, "threads": 1, "progress": False}, "classes": classes}
-    return train_final(root / "store.zarr", root / "folds.csv", {"model": "smile_vlm"}, settings, root / "final")
+    return train_final(store, root / "folds.csv", {"model": "smile_vlm"}, settings, root / "final")
 
 
 def render_only(samples, workdir: Path) -> None:

@@ -106,6 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     from smile_vlm.settings import section_defaults
+    from smile_vlm.views import render_views
 
     render = {**section_defaults("render"), **(config.get("render") or {})}
     render = {k: v for k, v in render.items() if k != "threads"}  # as result_settings("render")
@@ -151,9 +152,9 @@ def main() -> None:
                 "--out", str(shard), "--settings", json.dumps(render), "--threads", "1"]))
             render_cpu.append(results[-1]["cpu_s"])
             shards.append(str(shard / "index.csv"))
-        views = [{"yaw": yaw, "pitch": pitch} for pitch in render["pitches"] for yaw in render["yaws"]]
+        store = {**section_defaults("store"), **(config.get("store") or {})}
         pack = {"classes": ["anger", "disgust", "fear", "happiness", "sadness", "surprise"], "multi_label": False,
-                "views": views, "render": render, **config["store"]}
+                "views": render_views(render), "render": render, **store}
         results.append(stage("pack", ["pack", "--manifest", str(manifest), "--dataset", "bu4dfe",
                                       "--out", str(out / "store.zarr"), "--settings", json.dumps(pack),
                                       "--shards", *shards]))

@@ -39,30 +39,37 @@ def hashed_text():
         yield encoder
 
 
+def bu4dfe_store(root, synth: dict, render: dict):
+    """Synthetic BU-4DFE written, indexed, rendered and packed as the workflow's rules do it."""
+    from smile_vlm.index import write_index
+    from smile_vlm.render import render_shard
+    from smile_vlm.store import pack_store
+    from smile_vlm.synth import generate
+    from smile_vlm.views import render_views
+
+    generate("bu4dfe", root / "raw", synth)
+    write_index("bu4dfe", root / "raw", {"workers": 1}, root / "manifest.csv", root / "rejects.csv")
+    manifest = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
+    shards = []
+    for subject in sorted(manifest["subject"].unique()):
+        render_shard(root / "manifest.csv", "bu4dfe", subject, root / "views" / subject, render)
+        shards.append(root / "views" / subject / "index.csv")
+    store = root / "store.zarr"
+    pack_store(root / "manifest.csv", shards, store, "bu4dfe",
+               {"classes": EMOTIONS, "multi_label": False, "views": render_views(render), "render": render})
+    return store
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, hashed_text):
     """Raw BU-4DFE sequences, their store, fold 0 trained and evaluated, and the final model."""
     from smile_vlm.evaluate import evaluate_fold
     from smile_vlm.final import train_final
     from smile_vlm.folds import write_folds
-    from smile_vlm.index import write_index
-    from smile_vlm.render import render_shard
-    from smile_vlm.store import pack_store
-    from smile_vlm.synth import generate
     from smile_vlm.train import train_fold
 
     root = tmp_path_factory.mktemp("predict")
-    generate("bu4dfe", root / "raw", SYNTH)
-    write_index("bu4dfe", root / "raw", {"workers": 1}, root / "manifest.csv", root / "rejects.csv")
-    manifest = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
-    shards = []
-    for subject in sorted(manifest["subject"].unique()):
-        render_shard(root / "manifest.csv", "bu4dfe", subject, root / "views" / subject, RENDER)
-        shards.append(root / "views" / subject / "index.csv")
-    views = [{"yaw": yaw, "pitch": 0} for yaw in RENDER["yaws"]]
-    store = root / "store.zarr"
-    pack_store(root / "manifest.csv", shards, store, "bu4dfe",
-               {"classes": EMOTIONS, "multi_label": False, "views": views, "render": RENDER})
+    store = bu4dfe_store(root, SYNTH, RENDER)
     folds = root / "folds.csv"
     write_folds(store, {"folds": 2, "classes": EMOTIONS}, folds)
     fold_model = train_fold(store, folds, 0, 0, VARIANT, SETTINGS, root / "fold0")
