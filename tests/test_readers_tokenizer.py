@@ -58,14 +58,14 @@ def both_paths(data: bytes, suffix: str, path: Path):
     used = []
     real = numbers.float_rows
 
-    def counting(block, width):
-        rows = real(block, width)
+    def counting(block, width, **options):
+        rows = real(block, width, **options)
         used.append(rows is not None)
         return rows
 
     with mock.patch.object(numbers, "float_rows", counting):
         fast = outcome(data, suffix, path)
-    with mock.patch.object(numbers, "float_rows", lambda block, width: None):
+    with mock.patch.object(numbers, "float_rows", lambda block, width, **options: None):
         general = outcome(data, suffix, path)
     return fast, general, any(used)
 
@@ -138,6 +138,12 @@ def test_float_rows_takes_only_its_layout():
     for block in (b"1 2 3 4 5 6\n7 8 9 10 11 12\n", b"1 2 3 4\n5 6 7 8\n", b"1 2 3\n4 5\n", b"1 2 3\n4 5 6 7\n",
                   b"1 2 nan\n", b'"1" 2 3\n', b"1 2 3 # c\n", b" \n\t\n"):
         assert numbers.float_rows(block, 3) is None, block
+    # VRML: commas are whitespace; OBJ: a comma is no separator
+    assert numbers.float_rows(b"\n   1 2 3,\n   4, 5.5 -6\n  ", 3, commas=True).tolist() == [[1, 2, 3], [4, 5.5, -6]]
+    assert numbers.float_rows(b"1 2 3,\n4 5 6\n", 3) is None
+    # the block is read where it stands in a larger text
+    text = b"[ 1 2 3\n 4 5 6 ] 7 8 9"
+    assert numbers.float_rows(text, 3, start=1, end=text.index(b"]")).tolist() == [[1, 2, 3], [4, 5, 6]]
 
 
 def test_a_block_on_one_line_goes_to_the_general_path_at_once(tmp_path):

@@ -3,9 +3,10 @@
 Only the four data blocks matter: ``coord Coordinate { point [...] }``, ``coordIndex [...]``,
 ``texCoord TextureCoordinate { point [...] }`` and ``texCoordIndex [...]``, plus the texture
 ``url``. The file is handled as bytes; each block is found by its '[' and the opening before
-it, and converted in C (float rows by pandas' C tokenizer, index lists by ``np.fromstring``;
-readers/numbers.py), because per-line Python parsing of a 35k-vertex BU-4DFE frame is several
-times slower (see benchmarks/bench_vrml.py).
+it, and converted in C (float rows by pandas' C tokenizer once their indentation is cut,
+index lists by ``np.fromstring``; readers/numbers.py), because per-line Python parsing of a
+35k-vertex BU-4DFE frame is several times slower (see benchmarks/bench_vrml.py). Polygons
+are split where they stand in the index list, without a copy of it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def parse_vrml(text: bytes | str, path: str | Path, *, require_texture: bool = F
     if skeleton.count(b"coordIndex") > 1:
         raise ScanError(path, "several IndexedFaceSets; only single-shape files are supported")
 
-    vertices = _floats(blocks["coord point"], 3, path, "coord point")
+    vertices = _floats(text, blocks["coord point"], 3, path, "coord point")
     if vertices is None or vertices.size == 0:
         raise ScanError(path, "no vertices (missing or empty 'coord Coordinate { point [' block)")
     if vertices.size % 3:
@@ -69,30 +70,34 @@ def parse_vrml(text: bytes | str, path: str | Path, *, require_texture: bool = F
     vertices = vertices.reshape(-1, 3)
     check_values(vertices, path, "vertex coordinates")
 
-    coord_index = _numbers(blocks["coordIndex"], np.int64, path, "coordIndex")
+    coord_index = _numbers(text, blocks["coordIndex"], np.int64, path, "coordIndex")
     if coord_index is None or coord_index.size == 0:
         raise ScanError(path, "no polygons (missing or empty 'coordIndex [' block)")
-    corners, starts, lengths = _polygons(coord_index, path, "coordIndex")
-    _check_range(corners, len(vertices), path, "coordIndex", "vertices")
+    starts, lengths = _polygons(coord_index, path, "coordIndex")
+    _check_range(coord_index, len(vertices), path, "coordIndex", "vertices")
     positions = _fan_positions(starts, lengths)
-    faces = corners[positions]
+    faces = coord_index[positions]
 
     uv = face_uv = None
-    uv_values = _floats(blocks["texCoord point"], 2, path, "texCoord point")
-    tex_index = _numbers(blocks["texCoordIndex"], np.int64, path, "texCoordIndex")
+    uv_values = _floats(text, blocks["texCoord point"], 2, path, "texCoord point")
+    tex_index = _numbers(text, blocks["texCoordIndex"], np.int64, path, "texCoordIndex")
     if uv_values is not None and uv_values.size:
         if uv_values.size % 2:
             raise ScanError(path, f"texCoord point block holds {uv_values.size} numbers, not u v pairs")
         uv = uv_values.reshape(-1, 2)
         check_values(uv, path, "texture coordinates")
         if tex_index is None or tex_index.size == 0:
-            uv_corners = corners  # VRML 2.0: without texCoordIndex, coordIndex indexes the UVs
+            # VRML 2.0: without texCoordIndex, coordIndex indexes the UVs
+            uv_index, uv_positions = coord_index, positions
         else:
-            uv_corners, _, uv_lengths = _polygons(tex_index, path, "texCoordIndex")
+            uv_starts, uv_lengths = _polygons(tex_index, path, "texCoordIndex")
             if not np.array_equal(uv_lengths, lengths):
                 raise ScanError(path, "texCoordIndex does not have the polygon structure of coordIndex")
-        _check_range(uv_corners, len(uv), path, "texCoordIndex", "texture coordinates")
-        face_uv = uv_corners[positions]
+            uv_index, uv_positions = tex_index, positions
+            if not np.array_equal(uv_starts, starts):  # an empty polygon or a last -1 in one list only
+                uv_positions = _fan_positions(uv_starts, lengths)
+        _check_range(uv_index, len(uv), path, "texCoordIndex", "texture coordinates")
+        face_uv = uv_index[uv_positions]
     elif tex_index is not None and tex_index.size:
         raise ScanError(path, "texCoordIndex without a texCoord block")
 
@@ -153,9 +158,10 @@ def _texture(text: bytes, path: Path, require_texture: bool) -> Path | None:
     return scan_texture(path, texture_url(text), require_texture=require_texture, why_none="no texture url")
 
 
-def _split_blocks(text: bytes, path: Path) -> tuple[dict[str, bytes | None], bytes]:
-    """The four number blocks (the first of each kind; None when absent) and the text outside them."""
-    blocks: dict[str, bytes | None] = dict.fromkeys(_BLOCKS)
+def _split_blocks(text: bytes, path: Path) -> tuple[dict[str, slice | None], bytes]:
+    """Where the four number blocks are (``text[where]``: the first of each kind; None when
+    absent) and the text outside them. The blocks are megabytes: they are not copied here."""
+    blocks: dict[str, slice | None] = dict.fromkeys(_BLOCKS)
     spans = []
     position, previous, examined = text.find(b"["), 0, 0
     while position >= 0 and None in blocks.values():
@@ -172,12 +178,12 @@ def _split_blocks(text: bytes, path: Path) -> tuple[dict[str, bytes | None], byt
         end = text.find(b"]", position + 1)
         if end < 0:
             raise ScanError(path, f"truncated file: {what} block has no closing ']'")
-        block = text[position + 1 : end]
-        if b"[" in block or b"{" in block:
+        following = text.find(b"[", position + 1)  # needed next anyway: one scan of the block less
+        if 0 <= following < end or text.find(b"{", position + 1, end) >= 0:
             raise ScanError(path, f"truncated or malformed file: {what} block is not closed before the next block")
-        blocks[what] = block
+        blocks[what] = slice(position + 1, end)
         spans.append((position + 1, end))
-        previous, position = end + 1, text.find(b"[", end)
+        previous, position = end + 1, following
     pieces, previous = [], 0
     for start, end in spans:
         pieces.append(text[previous:start])
@@ -195,66 +201,72 @@ def _opening(text: bytes, start: int, bracket: int) -> str | None:
     return None
 
 
-def _floats(block: bytes | None, width: int, path: Path, what: str) -> np.ndarray | None:
-    """The numbers of a float block: ``width`` per line through the C tokenizer when the block
-    has that layout (commas at line ends, no comments), else through ``_numbers``."""
-    if block is None:
+def _floats(text: bytes, where: slice | None, width: int, path: Path, what: str) -> np.ndarray | None:
+    """The numbers of the float block ``text[where]``: ``width`` per line through the C
+    tokenizer when the block has that layout (no comments), else through ``_numbers``."""
+    if where is None:
         return None
-    if b"#" not in block:
-        rows = numbers.float_rows(block.replace(b",", b" "), width)
+    if text.find(b"#", where.start, where.stop) < 0:
+        rows = numbers.float_rows(text, width, commas=True, start=where.start, end=where.stop)
         if rows is not None:
             return rows.reshape(-1)
-    return _numbers(block, np.float64, path, what)
+    return _numbers(text, where, np.float64, path, what)
 
 
-def _numbers(block: bytes | None, dtype, path: Path, what: str) -> np.ndarray | None:
-    """The numbers of one block in any layout, commas and '#' comments counting as whitespace."""
-    if block is None:
+def _numbers(text: bytes, where: slice | None, dtype, path: Path, what: str) -> np.ndarray | None:
+    """The numbers of the block ``text[where]`` in any layout, commas and '#' comments counting as whitespace."""
+    if where is None:
         return None
     try:
-        return numbers.general(block, dtype)
+        return numbers.general(text[where], dtype)
     except ValueError:
         kind = "integers" if dtype is np.int64 else "numbers"
         raise ScanError(path, f"{what} block holds something other than {kind}") from None
 
 
-def _polygons(index: np.ndarray, path: Path, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split a -1-terminated index list: (corner indices, first corner of each polygon, lengths).
+def _polygons(index: np.ndarray, path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split a -1-terminated index list: (position of each polygon's first corner in ``index``,
+    corners of each polygon). The corners stay in ``index``, so no copy without the -1 is made.
 
     The last polygon may lack its -1; repeated -1 (empty polygons) are dropped.
     """
     if index.min() < -1:
         raise ScanError(path, f"negative index {int(index[index < -1][0])} in {what}")
-    if index[-1] != -1:
-        index = np.append(index, -1)
-    is_end = index == -1
-    ends = np.flatnonzero(is_end)
-    lengths = np.diff(ends, prepend=-1) - 1
+    ends = np.flatnonzero(index == -1)
+    if ends.size == 0 or ends[-1] != index.size - 1:
+        ends = np.append(ends, index.size)  # where the missing last -1 would be
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts
     if lengths.min() == 0:
-        lengths = lengths[lengths > 0]
+        kept = lengths > 0
+        starts, lengths = starts[kept], lengths[kept]
     if lengths.size == 0:
         raise ScanError(path, f"no polygons in {what}")
     if lengths.min() < 3:
         raise ScanError(path, f"{what} has a polygon with {int(lengths[lengths < 3][0])} corners (need >= 3)")
-    corners = index[~is_end]
-    starts = np.cumsum(lengths) - lengths
-    return corners, starts, lengths
+    return starts, lengths
 
 
 def _fan_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(T, 3) positions into the corner list: polygon (c0 .. cn) -> (c0, ck, ck+1), k = 1..n-1."""
+    """(T, 3) positions of the triangles' corners in a list where each polygon's corners follow
+    each other from ``starts``: polygon (c0 .. cn) -> (c0, ck, ck+1), k = 1..n-1."""
     n_triangles = lengths - 2
     first_triangle = np.cumsum(n_triangles) - n_triangles
-    base = np.repeat(starts, n_triangles)
-    positions = np.empty((base.size, 3), dtype=np.int64)
-    positions[:, 0] = base
-    # ck = c0 + k, where k counts the polygon's triangles from 1
-    positions[:, 1] = base + np.arange(base.size) - np.repeat(first_triangle, n_triangles) + 1
-    positions[:, 2] = positions[:, 1] + 1
+    positions = np.empty((int(n_triangles.sum()), 3), dtype=np.int64)
+    positions[:, 0] = np.repeat(starts, n_triangles)
+    # ck = c0 + k: triangle t of the file is triangle k = t - first_triangle + 1 of its polygon
+    second = np.repeat(starts - first_triangle + 1, n_triangles)
+    second += np.arange(len(positions))
+    positions[:, 1] = second
+    second += 1
+    positions[:, 2] = second
     return positions
 
 
 def _check_range(indices: np.ndarray, count: int, path: Path, what: str, target: str) -> None:
+    """Every index below ``count`` (the -1 terminators in ``indices`` are below any count)."""
     largest = int(indices.max())
     if largest >= count:
         raise ScanError(path, f"{what} refers to index {largest} but there are only {count} {target}")
