@@ -5,18 +5,26 @@ the workflow's) is packed with pack_store in a temporary folder; one fold is tra
 default compact CNN (width 32, depth 4, 64x64) and the offline MiniLM text encoder. The numbers
 are the JSONL log's per-epoch ``samples_per_s`` (whole step: loading, augmenting, forward,
 backward, update) and ``loader_samples_per_s`` (time spent waiting on the DataLoader only).
-``--compare-clean-cache`` trains the same fold twice in one run, with the clean views cached once
-(train.CLEAN_CACHE_MB, the default) and resized every step (the baseline), and checks that both
-give the same weights.
+
+``--compare-baseline`` trains the same fold a second time in the same process with every
+speed-only measure of the training job undone, and checks that both give the same weights. The
+baseline: the store's chunks decompressed every epoch (train.IMAGE_CACHE_MB = 0), the clean
+views resized every step (train.CLEAN_CACHE_MB = 0), torch.use_deterministic_algorithms as torch
+ships it (every new tensor NaN-filled), and the float conversion of the augmentations done on the
+CHW view of the store's HWC images. It runs first, so the ~2 s that the public
+torch.use_deterministic_algorithms spends importing torch._inductor is charged to it; the
+job-level cost of that import is timed separately, each way in a fresh interpreter.
 
     python benchmarks/bench_train.py --epochs 2 --threads 2 --workers 0 [--amp off]
-    python benchmarks/bench_train.py --render-size 224 --batch-size 16 --threads 1 --compare-clean-cache
+    python benchmarks/bench_train.py --render-size 224 --batch-size 16 --threads 1 --epochs 4 --compare-baseline
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,10 +35,49 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import smile_vlm.augment as augment  # noqa: E402
+import smile_vlm.runtime as runtime  # noqa: E402
+import smile_vlm.train as train  # noqa: E402
 from smile_vlm.checkpoint import LOG_NAME  # noqa: E402
 from smile_vlm.folds import write_folds  # noqa: E402
-from smile_vlm.train import train_fold  # noqa: E402
 from test_train import CLASSES, make_store  # noqa: E402
+
+BASELINE = "baseline: every speed-only measure undone"
+CURRENT = "as shipped"
+
+
+def _baseline_to_float(images: torch.Tensor) -> torch.Tensor:
+    images = images.movedim(-1, -3).float().div_(255.0)
+    if images.shape[-3] == 1:
+        images = images.expand(*images.shape[:-3], 3, *images.shape[-2:])
+    return images
+
+
+def _baseline_deterministic() -> None:
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def baseline_settings():
+    saved = (train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB, augment.to_float, runtime.use_deterministic_algorithms)
+    train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB = 0, 0
+    augment.to_float, runtime.use_deterministic_algorithms = _baseline_to_float, _baseline_deterministic
+    try:
+        yield
+    finally:
+        train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB, augment.to_float, runtime.use_deterministic_algorithms = saved
+        torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def deterministic_setup_seconds(code: str) -> float:
+    """Seconds a fresh interpreter (torch already imported) spends in ``code``."""
+    script = ("import time, torch\nfrom smile_vlm import runtime\nstart = time.perf_counter()\n"
+              f"{code}\nprint(time.perf_counter() - start)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
+    return float(out.stdout.split()[-1])
 
 
 def main() -> None:
@@ -42,10 +89,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--amp", default="auto", help="train.amp: auto (bf16 on AVX-512 CPUs) or off")
     parser.add_argument("--render-size", type=int, default=64, help="side of the store's images (the workflow: 224)")
-    parser.add_argument("--compare-clean-cache", action="store_true",
-                        help="also train without the clean-view cache (baseline) in the same run")
+    parser.add_argument("--compare-baseline", action="store_true",
+                        help="also train with every speed-only measure undone (baseline) in the same run")
     args = parser.parse_args()
-    import smile_vlm.train as train
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -57,39 +103,32 @@ def main() -> None:
         settings = {"train": {"epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads,
                               "workers": args.workers, "progress": False, "amp": args.amp},
                     "encoders": {"vision": {"kind": "cnn", "image_size": 64}}, "classes": CLASSES}
-        runs = {"cached clean views": train.CLEAN_CACHE_MB}
-        if args.compare_clean_cache:
-            runs["baseline: clean views resized every step"] = 0
-        weights, cache_seconds = {}, []
-        build_cache = train.clean_view_cache
-
-        def timed_cache(*args, **kwargs):
-            started = time.perf_counter()
-            cache = build_cache(*args, **kwargs)
-            cache_seconds.append(time.perf_counter() - started)
-            return cache
-
-        train.clean_view_cache = timed_cache
-        for name, cache_mb in runs.items():
-            cache_seconds.clear()
-            train.CLEAN_CACHE_MB = cache_mb
-            started = time.perf_counter()
-            model = train_fold(store, folds, 0, 0, {"model": "smile_vlm"}, settings, root / name)
-            seconds = time.perf_counter() - started
+        runs = {BASELINE: baseline_settings, CURRENT: contextlib.nullcontext} if args.compare_baseline \
+            else {CURRENT: contextlib.nullcontext}
+        weights = {}
+        for name, context in runs.items():
+            with context():
+                started = time.perf_counter()
+                model = train.train_fold(store, folds, 0, 0, {"model": "smile_vlm"}, settings, root / name)
+                seconds = time.perf_counter() - started
             weights[name] = torch.load(model, weights_only=True)["model"]
             epochs = [json.loads(line) for line in (root / name / LOG_NAME).read_text().splitlines()]
             for record in epochs:
                 print(json.dumps({key: record[key] for key in ("epoch", "step", "samples_per_s",
                                                                  "loader_samples_per_s", "seconds", "total")}))
             last = epochs[-1]
-            print(f"{name}: {seconds:.1f} s for the job, {sum(r['seconds'] for r in epochs):.1f} s in the epochs, "
-                  f"{sum(cache_seconds):.1f} s building the cache; last epoch: train {last['samples_per_s']:.1f} "
-                  f"samples/s, data loader {last['loader_samples_per_s']:.1f} samples/s")
+            print(f"{name}: {seconds:.1f} s for train_fold, {sum(r['seconds'] for r in epochs):.1f} s in the epochs; "
+                  f"last epoch: train {last['samples_per_s']:.1f} samples/s, "
+                  f"data loader {last['loader_samples_per_s']:.1f} samples/s")
     print(f"store of {args.subjects * 12} samples ({args.render_size} px) packed in {packed:.1f} s "
           f"(threads {args.threads}, workers {args.workers}, batch {args.batch_size}, amp {args.amp})")
     if len(weights) == 2:
         first, second = weights.values()
-        print("same weights with and without the cache:", all(torch.equal(first[k], second[k]) for k in first))
+        print("same weights as the baseline:", all(torch.equal(first[k], second[k]) for k in first))
+        print(f"deterministic set-up in a fresh interpreter: torch.use_deterministic_algorithms "
+              f"{deterministic_setup_seconds('torch.use_deterministic_algorithms(True, warn_only=True)'):.2f} s, "
+              f"runtime.use_deterministic_algorithms "
+              f"{deterministic_setup_seconds('runtime.use_deterministic_algorithms()'):.2f} s")
 
 
 if __name__ == "__main__":

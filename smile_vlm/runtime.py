@@ -157,10 +157,28 @@ def prepare(train: dict) -> tuple[torch.device, int, int]:
     if train["threads"]:
         torch.set_num_threads(int(train["threads"]))
     if train["deterministic"]:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+        use_deterministic_algorithms()
     seed_everything(train["seed"])
     return device, rank, world
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels (warn where an op has none), without the two costs that do not make
+    a result reproducible.
+
+    torch.use_deterministic_algorithms imports torch._inductor (~2 s per job on CPU) only to set a
+    torch.compile flag, and the project never compiles: the same switch is set directly. It also
+    makes every new tensor be filled with NaN first, a debugging aid against reads of
+    uninitialised memory that costs ~15 % of a CPU training step; no kernel reads it, so the
+    weights are bit-identical without it (benchmarks/bench_train.py --compare-baseline checks).
+    """
+    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if set_flag is None:  # another torch: the public call, whatever it costs
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        set_flag(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.backends.cudnn.benchmark = False
 
 
 def wrap_ddp(module: nn.Module, device: torch.device, world: int) -> nn.Module:

@@ -51,6 +51,17 @@ def test_grey_store_images_become_rgb():
     assert torch.equal(rgb[0, 0, 0], rgb[0, 0, 2]) and rgb[0, 0, 1, 3, 3] == pytest.approx(15 / 255)
 
 
+def test_float_conversion_keeps_the_channel_view_layout_and_two_views_equal_two_calls():
+    images = store_batch(batch=2, views=2, size=12)
+    flat = to_float(images)
+    reference = images.movedim(-1, -3).float() / 255.0
+    assert torch.equal(flat, reference) and flat.stride() == reference.stride()
+    a, b = Augmenter(8).two_views(images, torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)
+    augmenter = Augmenter(8)
+    assert torch.equal(a, augmenter(images, generator)) and torch.equal(b, augmenter(images, generator))
+
+
 def test_full_crop_is_an_identity_resample():
     images = torch.rand(2, 3, 8, 8)
     out = random_resized_crop(images, 8, torch.Generator().manual_seed(0), scale=(1.0, 1.0), ratio=(1.0, 1.0))
@@ -86,6 +97,26 @@ def test_blur_keeps_mass_and_spreads_a_point():
     blurred = gaussian_blur(point, torch.Generator().manual_seed(0), sigma=(1.0, 1.0), probability=1.0)
     assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert blurred[0, 0, 7, 7] < 0.2 and blurred[0, 0, 7, 8] == pytest.approx(blurred[0, 0, 8, 7].item())
+
+
+def test_blur_skips_the_images_not_drawn_and_changes_no_value():
+    """Convolving every image, with the identity kernel where no blur was drawn, gives the same
+    values as blurring only the drawn ones."""
+    images = torch.rand(12, 3, 24, 24, generator=torch.Generator().manual_seed(5))
+    for seed in range(4):
+        generator = torch.Generator().manual_seed(seed)
+        apply = torch.rand(12, generator=generator) < 0.5
+        sigmas = 0.1 + 1.9 * torch.rand(12, generator=generator)
+        offsets = torch.arange(-6, 7, dtype=torch.float32)
+        kernels = torch.exp(-0.5 * (offsets[None, :] / sigmas[:, None]) ** 2)
+        kernels = torch.where(apply[:, None], kernels / kernels.sum(dim=1, keepdim=True), (offsets == 0).float())
+        kernels = kernels.repeat_interleave(3, dim=0)
+        flat = torch.nn.functional.pad(images.reshape(1, 36, 24, 24), (6, 6, 6, 6), mode="replicate")
+        flat = torch.nn.functional.conv2d(flat, kernels.view(-1, 1, 1, 13), groups=36)
+        every_image = torch.nn.functional.conv2d(flat, kernels.view(-1, 1, 13, 1), groups=36).view(12, 3, 24, 24)
+        blurred = gaussian_blur(images, torch.Generator().manual_seed(seed), sigma=(0.1, 2.0), probability=0.5)
+        assert 0 < apply.sum() < 12 and torch.equal(blurred, every_image)
+        assert torch.equal(blurred[~apply], images[~apply]) and not torch.equal(blurred[apply], images[apply])
 
 
 def test_unknown_setting_is_refused():

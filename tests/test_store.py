@@ -236,3 +236,15 @@ def test_dataset_in_dataloader_with_two_workers(static_store):
         0: (0, [1.0, 0.0, 0.0], "F0001"),
         4: (1, [0.0, 1.0, 0.0], "M0002"),
     }
+
+
+def test_images_loaded_into_memory_are_the_stores_and_respect_the_budget(static_store):
+    out, _ = static_store
+    indices = [5, 1, 3]
+    from_store = StoreDataset(out, indices=indices)
+    in_memory = StoreDataset(out, indices=indices)
+    assert not in_memory.load_images(max_mb=0) and not in_memory.in_memory
+    assert in_memory.load_images(max_mb=64) and in_memory.in_memory
+    for item in range(len(indices)):
+        expected, got = from_store[item], in_memory[item]
+        assert torch.equal(got["images"], expected["images"]) and got["index"] == expected["index"] == indices[item]

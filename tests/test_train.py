@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -359,14 +361,31 @@ def test_training_in_either_precision_is_finite_and_keeps_float32_weights(tmp_pa
     assert all(t.dtype in (torch.float32, torch.int64) for t in final["model"].values())
 
 
-def test_cached_clean_views_train_exactly_as_resizing_every_step(tmp_path, text_encoder, monkeypatch):
-    """The clean views are computed once per job (train.CLEAN_CACHE_MB); a split too large for the
-    cache resizes them every step instead, and both give bit-identical weights."""
+def test_cached_images_and_clean_views_train_exactly_as_reading_and_resizing_every_step(
+        tmp_path, text_encoder, monkeypatch):
+    """The split's images are read into memory once (train.IMAGE_CACHE_MB) and the clean views
+    computed once (train.CLEAN_CACHE_MB); a split too large for either cache is read or resized
+    every step instead, and every combination gives bit-identical weights."""
     import smile_vlm.train as train
 
     store, folds = make_fold_inputs(tmp_path)
     cached = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=2), tmp_path / "cached"))
-    monkeypatch.setattr(train, "CLEAN_CACHE_MB", 0)
-    per_step = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=2), tmp_path / "per_step"))
-    for name, tensor in cached["model"].items():
-        assert torch.equal(per_step["model"][name], tensor), name
+    for images_mb, clean_mb in ((0, 0), (0, train.CLEAN_CACHE_MB), (train.IMAGE_CACHE_MB, 0)):
+        monkeypatch.setattr(train, "IMAGE_CACHE_MB", images_mb)
+        monkeypatch.setattr(train, "CLEAN_CACHE_MB", clean_mb)
+        out = tmp_path / f"images{images_mb}_clean{clean_mb}"
+        other = load(train_fold(store, folds, 0, 0, TINY_VARIANT, tiny_settings(epochs=2), out))
+        for name, tensor in cached["model"].items():
+            assert torch.equal(other["model"][name], tensor), (images_mb, clean_mb, name)
+
+
+def test_deterministic_mode_is_on_without_importing_the_compiler():
+    """train.deterministic sets torch's deterministic kernels (warning where there is none) but
+    neither imports torch._inductor (seconds per job) nor NaN-fills every new tensor."""
+    code = ("import sys, torch\n"
+            "from smile_vlm import runtime\n"
+            "runtime.use_deterministic_algorithms()\n"
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+            " torch.utils.deterministic.fill_uninitialized_memory, 'torch._inductor' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False", "False"]
