@@ -186,7 +186,7 @@ def test_pipeline_renders_through_sbatch(slurm_cluster, tmp_path):
     result = run_bounded(
         [*SNAKEMAKE, "-s", REPO / "Snakefile", "--profile", SLURM_PROFILE,
          "--configfile", REPO / "config.yaml", tiny, "--set-resources", *small,
-         "--set-threads", "index=1", "--", *shards],  # the profile's 8 index CPUs exceed the test node
+         "--set-threads", "index=1", "synth=1", "--", *shards],  # the profile's 8 CPUs exceed the test node
         cwd=tmp_path,
         timeout=480,
     )

@@ -144,6 +144,19 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     assert a_wrl.read_bytes() != other
 
 
+def test_subjects_written_by_two_processes_are_the_same_bytes(tmp_path):
+    settings = {**SMALL, "subjects": {"bu4dfe": 3, "4dme": 2}}
+    for name in ("bu4dfe", "4dme"):
+        one = generate(name, tmp_path / "one" / name, settings)
+        two = generate(name, tmp_path / "two" / name, settings, workers=2)
+        assert one == two and len(one["subjects"]) > 1
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert any(f.suffix == ".xlsx" for f in files) and any(f.name == "readme.txt" for f in files)
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+
+
 def test_bu3dfe_has_25_scans_per_subject_with_all_three_files(generated):
     root, summary = generated["bu3dfe"]
     assert summary["subjects"] == ["F0001", "M0001"]

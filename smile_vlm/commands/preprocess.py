@@ -15,7 +15,7 @@ def cmd_synth(args) -> None:
     # stale scans of an earlier run behind, and a killed run leaves no SYNTHETIC.json.
     with atomic_path(args.root) as tmp:
         tmp.mkdir()
-        summary = generate(args.dataset, tmp, args.settings)
+        summary = generate(args.dataset, tmp, args.settings, workers=args.workers)
     log.info("synthetic %s: %d samples written to %s", args.dataset, len(summary.get("samples", [])), args.root)
 
 
@@ -56,6 +56,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, choices=datasets, help="dataset whose raw format is written")
     p.add_argument("--root", required=True, help="folder to (re)create")
     p.add_argument("--settings", type=json_arg, default={}, help="the config's synthetic section, JSON")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes writing subjects (speed only)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("index", help="raw dataset root -> manifest.csv + rejects.csv")

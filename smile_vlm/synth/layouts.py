@@ -7,6 +7,8 @@ same settings give identical bytes, and a dataset's subjects do not depend on ea
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -85,57 +87,56 @@ def _posed_frame(model, settings, rng, expression: str, scale: float):
 
 
 # --------------------------------------------------------------------------- BU-3DFE
-def write_bu3dfe(root: Path, settings: dict) -> tuple[list, list]:
-    subjects = subject_ids("bu3dfe", n_subjects(settings, "bu3dfe"))
+def write_bu3dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
-    for s_index, sid in enumerate(subjects):
-        model, rng = make_face(settings, "bu3dfe", s_index, four_d=False)
-        race = getattr(model, "identity", None).race if hasattr(model, "identity") else "WH"
-        texture = model.texture(int(settings["texture_size"]))
-        scans = [("neutral", 0)] + [(emotion, level) for emotion in EMOTIONS for level in (1, 2, 3, 4)]
-        for k, (expression, level) in enumerate(scans):
-            sample_rng = rng_for(settings, "bu3dfe", s_index, k + 1)
-            frame = _posed_frame(model, settings, sample_rng, expression, face_model.INTENSITY_SCALE[level])
-            base = f"{sid}_{BU3DFE_CODES[expression]}{level:02d}{race}"
-            folder = root / sid
-            vertices = frame.vertices
-            writers.write_vrml(folder / f"{base}_F3D.wrl", vertices, model.polygons, model.uv, model.polygon_uv, f"{base}_F3D.bmp")
-            writers.write_image(folder / f"{base}_F3D.bmp", texture)
-            writers.write_bnd(folder / f"{base}_F3D.bnd", model.bu83, vertices[model.bu83])
-            samples.append({"sample_id": base, "subject": sid, "label": expression, "labels": expression,
-                            "intensity": level, "n_frames": 1})
-    return subjects, samples
+    model, rng = make_face(settings, "bu3dfe", s_index, four_d=False)
+    race = getattr(model, "identity", None).race if hasattr(model, "identity") else "WH"
+    texture = model.texture(int(settings["texture_size"]))
+    scans = [("neutral", 0)] + [(emotion, level) for emotion in EMOTIONS for level in (1, 2, 3, 4)]
+    for k, (expression, level) in enumerate(scans):
+        sample_rng = rng_for(settings, "bu3dfe", s_index, k + 1)
+        frame = _posed_frame(model, settings, sample_rng, expression, face_model.INTENSITY_SCALE[level])
+        base = f"{sid}_{BU3DFE_CODES[expression]}{level:02d}{race}"
+        folder = root / sid
+        vertices = frame.vertices
+        writers.write_vrml(folder / f"{base}_F3D.wrl", vertices, model.polygons, model.uv, model.polygon_uv, f"{base}_F3D.bmp")
+        writers.write_image(folder / f"{base}_F3D.bmp", texture)
+        writers.write_bnd(folder / f"{base}_F3D.bnd", model.bu83, vertices[model.bu83])
+        samples.append({"sample_id": base, "subject": sid, "label": expression, "labels": expression,
+                        "intensity": level, "n_frames": 1})
+    return samples, []
 
 
 # --------------------------------------------------------------------------- BU-4DFE
-def write_bu4dfe(root: Path, settings: dict) -> tuple[list, list]:
-    subjects = subject_ids("bu4dfe", n_subjects(settings, "bu4dfe"))
+def write_bu4dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
-    for s_index, sid in enumerate(subjects):
-        model, _ = make_face(settings, "bu4dfe", s_index, four_d=True)
-        texture = model.texture(int(settings["texture_size"]))
-        coord_index, tex_index = writers.polygon_lines(model.polygons), writers.polygon_lines(model.polygon_uv)
-        for e_index, emotion in enumerate(EMOTIONS):
-            rng = rng_for(settings, "bu4dfe", s_index, e_index + 1)
-            folder_name = BU4DFE_FOLDERS[emotion]
-            n = int(settings["frames"]["bu4dfe"])
-            strength = face_model.temporal_profile(n, rng, "posed") * rng.uniform(0.75, 1.0)
-            weights = face_model.expression_weights(emotion, 1.0, rng, jitter=float(settings["au_jitter"]))
-            pose_start, pose_end = (np.asarray(_pose_and_noise(settings, rng)[0]) for _ in range(2))
-            for frame_number in range(n):
-                t = frame_number / max(1, n - 1)
-                frame = model.deform({au: w * strength[frame_number] for au, w in weights.items()}, rng,
-                                     tuple((1 - t) * pose_start + t * pose_end), float(settings["noise_mm"]))
-                stem = f"{frame_number:03d}"
-                folder = root / sid / folder_name
-                writers.write_vrml(folder / f"{stem}.wrl", frame.vertices, coord_index, model.uv, tex_index, f"{stem}.jpg")
-                writers.write_image(folder / f"{stem}.jpg", texture)
-                writers.write_bnd(root / "BU4DFE_BND_V1.1" / sid / folder_name / f"{stem}.bnd", model.bu83, frame.vertices[model.bu83])
-            samples.append({"sample_id": f"{sid}_{folder_name}", "subject": sid, "label": emotion, "labels": emotion,
-                            "intensity": -1, "n_frames": n})
+    model, _ = make_face(settings, "bu4dfe", s_index, four_d=True)
+    texture = model.texture(int(settings["texture_size"]))
+    coord_index, tex_index = writers.polygon_lines(model.polygons), writers.polygon_lines(model.polygon_uv)
+    for e_index, emotion in enumerate(EMOTIONS):
+        rng = rng_for(settings, "bu4dfe", s_index, e_index + 1)
+        folder_name = BU4DFE_FOLDERS[emotion]
+        n = int(settings["frames"]["bu4dfe"])
+        strength = face_model.temporal_profile(n, rng, "posed") * rng.uniform(0.75, 1.0)
+        weights = face_model.expression_weights(emotion, 1.0, rng, jitter=float(settings["au_jitter"]))
+        pose_start, pose_end = (np.asarray(_pose_and_noise(settings, rng)[0]) for _ in range(2))
+        for frame_number in range(n):
+            t = frame_number / max(1, n - 1)
+            frame = model.deform({au: w * strength[frame_number] for au, w in weights.items()}, rng,
+                                 tuple((1 - t) * pose_start + t * pose_end), float(settings["noise_mm"]))
+            stem = f"{frame_number:03d}"
+            folder = root / sid / folder_name
+            writers.write_vrml(folder / f"{stem}.wrl", frame.vertices, coord_index, model.uv, tex_index, f"{stem}.jpg")
+            writers.write_image(folder / f"{stem}.jpg", texture)
+            writers.write_bnd(root / "BU4DFE_BND_V1.1" / sid / folder_name / f"{stem}.bnd", model.bu83, frame.vertices[model.bu83])
+        samples.append({"sample_id": f"{sid}_{folder_name}", "subject": sid, "label": emotion, "labels": emotion,
+                        "intensity": -1, "n_frames": n})
+    return samples, []
+
+
+def finish_bu4dfe(root: Path, rows: list) -> None:
     # the distribution ships a viewer folder beside the subjects; readers must skip it
     atomic.write_text(root / "BU_WrlViewer_V2" / "readme.txt", "BU-4DFE VRML viewer (placeholder)\n")
-    return subjects, samples
 
 
 # --------------------------------------------------------------------------- BP4D
@@ -144,66 +145,62 @@ def bp4d_frame_format(subject_index: int) -> tuple[int, bool]:
     return (3 if subject_index % 3 == 2 else 4), subject_index % 2 == 1
 
 
-def write_bp4d(root: Path, settings: dict) -> tuple[list, list]:
-    subjects = subject_ids("bp4d", n_subjects(settings, "bp4d"))
+def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
-    for s_index, sid in enumerate(subjects):
-        model, _ = make_face(settings, "bp4d", s_index, four_d=True)
-        texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
-        uv = _bottom_left(uv_top[model.valid])
-        digits, offset_start = bp4d_frame_format(s_index)
-        for t_index, (task, label) in enumerate(BP4D_TASKS.items()):
-            rng = rng_for(settings, "bp4d", s_index, t_index + 1)
-            n = int(settings["frames"]["bp4d"])
-            first = int(rng.integers(1, 900)) if offset_start else 0
-            strength = face_model.temporal_profile(n, rng, "spontaneous") * rng.uniform(0.5, 0.9)
-            weights = face_model.expression_weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
-            pose, noise = _pose_and_noise(settings, rng)
-            folder = root / "Sequences_2D+3D" / sid / task
-            for k in range(n):
-                frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
-                stem = f"{first + k:0{digits}d}"
-                writers.write_obj(folder / f"{stem}.obj", frame.vertices, model.triangles, uv, model.triangles)
-                writers.write_image(folder / f"{stem}.jpg", texture)
-            samples.append({"sample_id": f"{sid}_{task}", "subject": sid, "label": label, "labels": label,
-                            "intensity": -1, "n_frames": n, "first_frame": first, "task": task})
-    return subjects, samples
+    model, _ = make_face(settings, "bp4d", s_index, four_d=True)
+    texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
+    uv = _bottom_left(uv_top[model.valid])
+    digits, offset_start = bp4d_frame_format(s_index)
+    for t_index, (task, label) in enumerate(BP4D_TASKS.items()):
+        rng = rng_for(settings, "bp4d", s_index, t_index + 1)
+        n = int(settings["frames"]["bp4d"])
+        first = int(rng.integers(1, 900)) if offset_start else 0
+        strength = face_model.temporal_profile(n, rng, "spontaneous") * rng.uniform(0.5, 0.9)
+        weights = face_model.expression_weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
+        pose, noise = _pose_and_noise(settings, rng)
+        folder = root / "Sequences_2D+3D" / sid / task
+        for k in range(n):
+            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
+            stem = f"{first + k:0{digits}d}"
+            writers.write_obj(folder / f"{stem}.obj", frame.vertices, model.triangles, uv, model.triangles)
+            writers.write_image(folder / f"{stem}.jpg", texture)
+        samples.append({"sample_id": f"{sid}_{task}", "subject": sid, "label": label, "labels": label,
+                        "intensity": -1, "n_frames": n, "first_frame": first, "task": task})
+    return samples, []
 
 
 # --------------------------------------------------------------------------- Bosphorus
-def write_bosphorus(root: Path, settings: dict) -> tuple[list, list]:
-    subjects = subject_ids("bosphorus", n_subjects(settings, "bosphorus"))
+def write_bosphorus_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     db = root / "BosphorusDB"
-    for s_index, sid in enumerate(subjects):
-        model, subject_rng = make_face(settings, "bosphorus", s_index, four_d=False)
-        if not isinstance(model, FaceModel):
-            raise ValueError("bosphorus range grids need the procedural face source")
-        texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
-        emotions = list(EMOTIONS)
-        if s_index % 5 == 1:  # some subjects lack one emotion, so the "all six" filter matters
-            emotions.remove(EMOTIONS[int(subject_rng.integers(len(EMOTIONS)))])
-        lfau = int(subject_rng.choice(BOSPHORUS_LFAU))
-        scans = [("N", "N", "neutral", {})] + [("E", BOSPHORUS_CODES[e], e, None) for e in emotions]
-        scans.append(("LFAU", str(lfau), "", {lfau: 1.0}))
-        for k, (cls, code, label, fixed_weights) in enumerate(scans):
-            rng = rng_for(settings, "bosphorus", s_index, k + 1)
-            if fixed_weights is None:
-                weights = face_model.expression_weights(label, rng.uniform(0.7, 1.0), rng, jitter=float(settings["au_jitter"]))
-            else:
-                weights = fixed_weights
-            pose, noise = _pose_and_noise(settings, rng)
-            frame = model.deform(weights, rng, pose, noise)
-            stem = f"{sid}_{cls}_{code}_0"
-            folder = db / sid
-            writers.write_bnt(folder / f"{stem}.bnt", frame.grid, model.valid, uv_top, f"{stem}.png")
-            writers.write_image(folder / f"{stem}.png", texture)
-            lm3, lm2 = _bosphorus_landmarks(model, frame, uv_top, texture.shape, rng)
-            writers.write_lm3(folder / f"{stem}.lm3", lm3)
-            writers.write_lm2(folder / f"{stem}.lm2", lm2)
-            samples.append({"sample_id": stem, "subject": sid, "label": label, "labels": label,
-                            "intensity": -1, "n_frames": 1})
-    return subjects, samples
+    model, subject_rng = make_face(settings, "bosphorus", s_index, four_d=False)
+    if not isinstance(model, FaceModel):
+        raise ValueError("bosphorus range grids need the procedural face source")
+    texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
+    emotions = list(EMOTIONS)
+    if s_index % 5 == 1:  # some subjects lack one emotion, so the "all six" filter matters
+        emotions.remove(EMOTIONS[int(subject_rng.integers(len(EMOTIONS)))])
+    lfau = int(subject_rng.choice(BOSPHORUS_LFAU))
+    scans = [("N", "N", "neutral", {})] + [("E", BOSPHORUS_CODES[e], e, None) for e in emotions]
+    scans.append(("LFAU", str(lfau), "", {lfau: 1.0}))
+    for k, (cls, code, label, fixed_weights) in enumerate(scans):
+        rng = rng_for(settings, "bosphorus", s_index, k + 1)
+        if fixed_weights is None:
+            weights = face_model.expression_weights(label, rng.uniform(0.7, 1.0), rng, jitter=float(settings["au_jitter"]))
+        else:
+            weights = fixed_weights
+        pose, noise = _pose_and_noise(settings, rng)
+        frame = model.deform(weights, rng, pose, noise)
+        stem = f"{sid}_{cls}_{code}_0"
+        folder = db / sid
+        writers.write_bnt(folder / f"{stem}.bnt", frame.grid, model.valid, uv_top, f"{stem}.png")
+        writers.write_image(folder / f"{stem}.png", texture)
+        lm3, lm2 = _bosphorus_landmarks(model, frame, uv_top, texture.shape, rng)
+        writers.write_lm3(folder / f"{stem}.lm3", lm3)
+        writers.write_lm2(folder / f"{stem}.lm2", lm2)
+        samples.append({"sample_id": stem, "subject": sid, "label": label, "labels": label,
+                        "intensity": -1, "n_frames": 1})
+    return samples, []
 
 
 def _bosphorus_landmarks(model, frame, uv_top, image_shape, rng):
@@ -223,51 +220,72 @@ def _bosphorus_landmarks(model, frame, uv_top, image_shape, rng):
 
 
 # --------------------------------------------------------------------------- 4DME
-def write_4dme(root: Path, settings: dict) -> tuple[list, list]:
-    subjects = subject_ids("4dme", n_subjects(settings, "4dme"))
+def write_4dme_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples, rows = [], []
-    for s_index, sid in enumerate(subjects):
-        model, _ = make_face(settings, "4dme", s_index, four_d=True)
-        texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
-        grey = np.repeat(texture.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
-        uv = _bottom_left(uv_top[model.valid])
-        next_onset = 0
-        for c_index in range(int(settings["micro_clips_per_subject"])):
-            rng = rng_for(settings, "4dme", s_index, c_index + 1)
-            aus = face_model.MICRO_TEMPLATES[int(rng.integers(len(face_model.MICRO_TEMPLATES)))]
-            labels = face_model.micro_labels(aus)
-            n = max(4, int(settings["micro_frames_per_clip"]) + int(rng.integers(-2, 3)))
-            onset = next_onset + int(rng.integers(50, 400))
-            next_onset = onset + n
-            strength = face_model.temporal_profile(n, rng, "micro") * rng.uniform(0.15, 0.35)
-            apex = onset + int(np.argmax(strength))
-            weights = {au: float(np.exp(rng.normal(0, 0.15))) for au in aus}
-            pose, noise = _pose_and_noise(settings, rng)
-            pose = tuple(0.3 * p for p in pose)  # seated subjects in a chin rest barely move
-            fold_name = f"ME{c_index + 1:02d}"
-            folder = root / "mesh_micro" / sid / fold_name
-            for k in range(n):
-                frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
-                writers.write_obj(folder / f"{onset + k}.obj", frame.vertices, model.triangles, uv, model.triangles)
-                writers.write_image(folder / f"{onset + k}.jpg", grey)
-            au_text = "+".join(f"AU{au}" + ("(k)" if rng.random() < 0.1 else "") for au in aus)
-            rows.append({"sub_ID": sid, "fold_name": fold_name, "fold": c_index + 1, "Onset": onset, "Apex": apex,
-                         "Offset": onset + n - 1, "AUs": au_text, "Emotion": "+".join(l.capitalize() for l in labels),
-                         "eye blink": int(rng.random() < 0.15),
-                         **{cls.capitalize(): int(cls in labels) for cls in face_model.MICRO_CLASSES}})
-            samples.append({"sample_id": f"{sid}_{fold_name}", "subject": sid, "label": labels[0],
-                            "labels": "|".join(labels), "intensity": -1, "n_frames": n, "onset": onset,
-                            "apex": apex, "offset": onset + n - 1, "aus": list(aus)})
+    model, _ = make_face(settings, "4dme", s_index, four_d=True)
+    texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
+    grey = np.repeat(texture.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    uv = _bottom_left(uv_top[model.valid])
+    next_onset = 0
+    for c_index in range(int(settings["micro_clips_per_subject"])):
+        rng = rng_for(settings, "4dme", s_index, c_index + 1)
+        aus = face_model.MICRO_TEMPLATES[int(rng.integers(len(face_model.MICRO_TEMPLATES)))]
+        labels = face_model.micro_labels(aus)
+        n = max(4, int(settings["micro_frames_per_clip"]) + int(rng.integers(-2, 3)))
+        onset = next_onset + int(rng.integers(50, 400))
+        next_onset = onset + n
+        strength = face_model.temporal_profile(n, rng, "micro") * rng.uniform(0.15, 0.35)
+        apex = onset + int(np.argmax(strength))
+        weights = {au: float(np.exp(rng.normal(0, 0.15))) for au in aus}
+        pose, noise = _pose_and_noise(settings, rng)
+        pose = tuple(0.3 * p for p in pose)  # seated subjects in a chin rest barely move
+        fold_name = f"ME{c_index + 1:02d}"
+        folder = root / "mesh_micro" / sid / fold_name
+        for k in range(n):
+            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
+            writers.write_obj(folder / f"{onset + k}.obj", frame.vertices, model.triangles, uv, model.triangles)
+            writers.write_image(folder / f"{onset + k}.jpg", grey)
+        au_text = "+".join(f"AU{au}" + ("(k)" if rng.random() < 0.1 else "") for au in aus)
+        rows.append({"sub_ID": sid, "fold_name": fold_name, "fold": c_index + 1, "Onset": onset, "Apex": apex,
+                     "Offset": onset + n - 1, "AUs": au_text, "Emotion": "+".join(l.capitalize() for l in labels),
+                     "eye blink": int(rng.random() < 0.15),
+                     **{cls.capitalize(): int(cls in labels) for cls in face_model.MICRO_CLASSES}})
+        samples.append({"sample_id": f"{sid}_{fold_name}", "subject": sid, "label": labels[0],
+                        "labels": "|".join(labels), "intensity": -1, "n_frames": n, "onset": onset,
+                        "apex": apex, "offset": onset + n - 1, "aus": list(aus)})
+    return samples, rows
+
+
+def finish_4dme(root: Path, rows: list) -> None:
     writers.write_4dme_xlsx(root / "4DME_Labelling_Micro_release v1.xlsx", rows)
-    return subjects, samples
 
 
 def _bottom_left(uv_top_left: np.ndarray) -> np.ndarray:
     return np.column_stack([uv_top_left[:, 0], 1.0 - uv_top_left[:, 1]])
 
 
-WRITERS = {"bu3dfe": write_bu3dfe, "bu4dfe": write_bu4dfe, "bp4d": write_bp4d,
-           "bosphorus": write_bosphorus, "4dme": write_4dme}
+# One subject's scans (returns its samples and, for 4DME, its label-sheet rows), then what the
+# dataset writes once after every subject.
+SUBJECT_WRITERS = {"bu3dfe": write_bu3dfe_subject, "bu4dfe": write_bu4dfe_subject, "bp4d": write_bp4d_subject,
+                   "bosphorus": write_bosphorus_subject, "4dme": write_4dme_subject}
+FINISHERS = {"bu4dfe": finish_bu4dfe, "4dme": finish_4dme}
+
+
+def write_dataset(dataset: str, root: Path, settings: dict, workers: int = 1) -> tuple[list, list]:
+    """Every subject of ``dataset`` under ``root``: (subject ids, samples in subject order).
+
+    Subjects draw from their own generators, so ``workers`` processes write the same bytes as one.
+    """
+    subjects = subject_ids(dataset, n_subjects(settings, dataset))
+    write_subject = partial(SUBJECT_WRITERS[dataset], root, settings)
+    if workers > 1 and len(subjects) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(subjects))) as pool:
+            results = list(pool.map(write_subject, range(len(subjects)), subjects))
+    else:
+        results = [write_subject(s_index, sid) for s_index, sid in enumerate(subjects)]
+    if dataset in FINISHERS:
+        FINISHERS[dataset](root, [row for _, rows in results for row in rows])
+    return subjects, [sample for samples, _ in results for sample in samples]
 
 CLASSES = {
     "bu3dfe": list(EMOTIONS) + ["neutral"],

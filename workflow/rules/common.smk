@@ -128,11 +128,16 @@ def index_settings(dataset):
     return settings
 
 
+def all_cores(wildcards=None):
+    """Every core of the run (a cluster run has no core count: 1, unless the profile's
+    set-threads gives more). Speed only, so never a param."""
+    return workflow.resource_settings.cores or 1
+
+
 def index_threads(wildcards):
-    """index.workers, else every core of the run (a cluster run has no core count: 1, unless
-    the profile's set-threads gives more). Speed only, so never a param."""
+    """index.workers, else every core of the run."""
     workers = config["index"]["workers"]
-    return workers if workers is not None else (workflow.resource_settings.cores or 1)
+    return workers if workers is not None else all_cores()
 
 
 def dataset_classes(dataset):

@@ -7,6 +7,7 @@ rule synth:
     params:
         root=lambda w: synthetic_root(w.dataset),
         settings=lambda w: as_json(synth_settings(w.dataset)),
+    threads: all_cores
     log:
         "logs/synth/{dataset}.log",
     benchmark:
@@ -17,4 +18,4 @@ rule synth:
         "Writing synthetic {wildcards.dataset} scans in the dataset's raw format"
     shell:
         "{SMILE_VLM} synth --dataset {wildcards.dataset} --root {params.root:q}"
-        " --settings {params.settings:q} > {log} 2>&1"
+        " --settings {params.settings:q} --workers {threads} > {log} 2>&1"
