@@ -10,8 +10,9 @@ backward, update) and ``loader_samples_per_s`` (time spent waiting on the DataLo
 speed-only measure of the training job undone, and checks that both give the same weights. The
 baseline: the store's chunks decompressed every epoch (train.IMAGE_CACHE_MB = 0), the clean
 views resized every step (train.CLEAN_CACHE_MB = 0), torch.use_deterministic_algorithms as torch
-ships it (every new tensor NaN-filled), and the float conversion of the augmentations done on the
-CHW view of the store's HWC images. It runs first, so the ~2 s that the public
+ships it (every new tensor NaN-filled), the float conversion of the augmentations done on the
+CHW view of the store's HWC images and once per view, and the blur convolving every image (the
+identity kernel where no blur was drawn). It runs first, so the ~2 s that the public
 torch.use_deterministic_algorithms spends importing torch._inductor is charged to it; the
 job-level cost of that import is timed separately, each way in a fresh interpreter.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -53,6 +56,25 @@ def _baseline_to_float(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
+def _baseline_blur(images, generator, sigma=(0.1, 2.0), probability=0.5):
+    count, channels, height, width = images.shape
+    apply = augment._bernoulli(count, probability, generator)
+    sigmas = augment._uniform(count, sigma[0], sigma[1], generator)
+    radius = max(1, math.ceil(3 * sigma[1]))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernels = torch.exp(-0.5 * (offsets[None, :] / sigmas[:, None]) ** 2)
+    kernels = torch.where(apply[:, None], kernels / kernels.sum(dim=1, keepdim=True), (offsets == 0).float())
+    kernels = kernels.repeat_interleave(channels, dim=0).to(images.device, images.dtype)
+    flat = F.pad(images.reshape(1, count * channels, height, width), (radius,) * 4, mode="replicate")
+    flat = F.conv2d(flat, kernels.view(-1, 1, 1, 2 * radius + 1), groups=count * channels)
+    flat = F.conv2d(flat, kernels.view(-1, 1, 2 * radius + 1, 1), groups=count * channels)
+    return flat.view(count, channels, height, width)
+
+
+def _baseline_two_views(self, images, generator, device=None):
+    return self(images, generator, device), self(images, generator, device)
+
+
 def _baseline_deterministic() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = True
@@ -61,13 +83,17 @@ def _baseline_deterministic() -> None:
 
 @contextlib.contextmanager
 def baseline_settings():
-    saved = (train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB, augment.to_float, runtime.use_deterministic_algorithms)
+    saved = (train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB, augment.to_float, augment.gaussian_blur,
+             augment.Augmenter.two_views, runtime.use_deterministic_algorithms)
     train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB = 0, 0
-    augment.to_float, runtime.use_deterministic_algorithms = _baseline_to_float, _baseline_deterministic
+    augment.to_float, augment.gaussian_blur = _baseline_to_float, _baseline_blur
+    augment.Augmenter.two_views = _baseline_two_views
+    runtime.use_deterministic_algorithms = _baseline_deterministic
     try:
         yield
     finally:
-        train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB, augment.to_float, runtime.use_deterministic_algorithms = saved
+        (train.IMAGE_CACHE_MB, train.CLEAN_CACHE_MB, augment.to_float, augment.gaussian_blur,
+         augment.Augmenter.two_views, runtime.use_deterministic_algorithms) = saved
         torch.utils.deterministic.fill_uninitialized_memory = False
 
 

@@ -59,8 +59,8 @@ class StoreDataset(torch.utils.data.Dataset):
     def load_images(self, max_mb: float) -> bool:
         """Read the selected samples' images into memory once, when they fit in ``max_mb``.
 
-        Why: an epoch otherwise decompresses every sample's chunk again, ~13 % of a CPU training
-        step at the workflow's 224 px. The bytes are the store's, so nothing else changes.
+        Why: an epoch otherwise decompresses every sample's chunk again, a share of every CPU
+        training step at the workflow's 224 px (benchmarks/bench_train.py --compare-baseline). The bytes are the store's, so nothing else changes.
         Returns whether the images are now in memory.
         """
         array = self._image_array()

@@ -166,10 +166,11 @@ def use_deterministic_algorithms() -> None:
     """Deterministic kernels (warn where an op has none), without the two costs that do not make
     a result reproducible.
 
-    torch.use_deterministic_algorithms imports torch._inductor (~2 s per job on CPU) only to set a
+    torch.use_deterministic_algorithms imports torch._inductor (about a second per job on CPU,
+    printed by benchmarks/bench_train.py --compare-baseline) only to set a
     torch.compile flag, and the project never compiles: the same switch is set directly. It also
     makes every new tensor be filled with NaN first, a debugging aid against reads of
-    uninitialised memory that costs ~15 % of a CPU training step; no kernel reads it, so the
+    uninitialised memory that costs a share of every CPU training step; no kernel reads it, so the
     weights are bit-identical without it (benchmarks/bench_train.py --compare-baseline checks).
     """
     set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)
