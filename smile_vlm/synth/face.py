@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from smile_vlm.synth.motion import apply_pose, random_pose  # noqa: F401  (random_pose: callers' face API)
+
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 
 ACTION_UNITS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27, 43, 45)
@@ -281,15 +283,13 @@ class FaceModel:
     # ----------------------------------------------------------------- expression
     def deform(self, au_weights: dict[int, float], rng: np.random.Generator | None = None,
                pose_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               noise_mm: float = 0.0) -> FaceFrame:
-        """Rest shape + weighted AU fields, then head rotation (yaw, pitch, roll) and noise."""
+               noise_mm: float = 0.0, translation_mm=None) -> FaceFrame:
+        """Rest shape + weighted AU fields, then head pose (yaw, pitch, roll; shift) and noise."""
         grid = self.rest.copy()
         for au, weight in au_weights.items():
             if weight:
                 grid += float(weight) * self.au_basis[int(au)]
-        if any(pose_deg):
-            pivot = np.array([0.0, 0.0, -90.0])  # roughly the centre of the head
-            grid = (grid - pivot) @ _rotation(*pose_deg).T + pivot
+        grid = apply_pose(grid, pose_deg, translation_mm)
         if noise_mm and rng is not None:
             grid = grid + rng.normal(0.0, noise_mm, grid.shape)
         return FaceFrame(grid=grid, valid=self.valid)
@@ -464,14 +464,6 @@ def fan_triangulate(polygons) -> np.ndarray:
     return np.asarray(triangles, dtype=np.int64).reshape(-1, 3)
 
 
-def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    a, b, c = np.deg2rad([yaw, pitch, roll])
-    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ rx @ ry
-
-
 def _nearest(points_xy: np.ndarray, anchors_xy: np.ndarray) -> np.ndarray:
     d = ((anchors_xy[:, None, :] - points_xy[None, :, :]) ** 2).sum(-1)
     return d.argmin(axis=1).astype(np.int64)
@@ -546,10 +538,6 @@ def expression_weights(expression: str, scale: float, rng: np.random.Generator,
         stray = int(rng.choice([au for au in ACTION_UNITS if au not in (26, 27, 43, 45)]))
         weights[stray] = weights.get(stray, 0.0) + float(rng.uniform(0.0, leak))
     return weights
-
-
-def random_pose(rng: np.random.Generator, sigma_deg: float = 2.5) -> tuple[float, float, float]:
-    return tuple(float(v) for v in np.clip(rng.normal(0.0, sigma_deg, 3), -3 * sigma_deg, 3 * sigma_deg))
 
 
 def temporal_profile(n_frames: int, rng: np.random.Generator, style: str = "posed") -> np.ndarray:

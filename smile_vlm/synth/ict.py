@@ -19,6 +19,7 @@ import numpy as np
 
 from smile_vlm.mesh import Mesh
 from smile_vlm.synth.face import EMOTIONS, fan_triangulate
+from smile_vlm.synth.motion import apply_pose
 
 FACE_VERTICES = 11248  # vertices 0-11247: face, head and neck
 CM_TO_MM = 10.0
@@ -143,17 +144,12 @@ class IctFaceModel:
         return vertices
 
     def deform(self, au_weights: dict[int, float], rng: np.random.Generator | None = None,
-               pose_deg=(0.0, 0.0, 0.0), noise_mm: float = 0.0) -> IctFrame:
-        from smile_vlm.synth.face import _rotation
-
+               pose_deg=(0.0, 0.0, 0.0), noise_mm: float = 0.0, translation_mm=None) -> IctFrame:
         blend: dict[str, float] = {}
         for au, weight in au_weights.items():
             for name, factor in AU_BLENDSHAPES.get(int(au), ()):
                 blend[name] = blend.get(name, 0.0) + factor * weight
-        vertices = self.blend(blend)
-        if any(pose_deg):
-            pivot = np.array([0.0, 0.0, -90.0])
-            vertices = (vertices - pivot) @ _rotation(*pose_deg).T + pivot
+        vertices = apply_pose(self.blend(blend), pose_deg, translation_mm)
         if noise_mm and rng is not None:
             vertices = vertices + rng.normal(0.0, noise_mm, vertices.shape)
         return IctFrame(vertices)

@@ -18,6 +18,7 @@ from smile_vlm.settings import section_defaults
 from smile_vlm.synth import face as face_model
 from smile_vlm.synth import writers
 from smile_vlm.synth.face import EMOTIONS, FaceModel, sample_identity
+from smile_vlm.synth.motion import random_pose, sequence_poses
 
 DATASETS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "4dme")
 
@@ -77,7 +78,17 @@ def make_face(settings: dict, dataset: str, subject_index: int, four_d: bool):
 
 
 def _pose_and_noise(settings: dict, rng: np.random.Generator) -> tuple[tuple, float]:
-    return face_model.random_pose(rng, float(settings["pose_sigma_deg"])), float(settings["noise_mm"])
+    return random_pose(rng, float(settings["pose_sigma_deg"])), float(settings["noise_mm"])
+
+
+def _head_motion(settings: dict, rng: np.random.Generator, n_frames: int, drift: bool,
+                 scale: float = 1.0) -> tuple[list, np.ndarray]:
+    """Per-frame poses and shifts of a 4D sequence: a random start pose (times ``scale``) and, with
+    ``drift``, a random end pose, moved as the ``head_motion`` setting says."""
+    sigma = float(settings["pose_sigma_deg"])
+    start = np.asarray(random_pose(rng, sigma)) * scale
+    end = random_pose(rng, sigma) if drift else None
+    return sequence_poses(n_frames, rng, settings["head_motion"], start, end)
 
 
 def _posed_frame(model, settings, rng, expression: str, scale: float):
@@ -119,11 +130,10 @@ def write_bu4dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> 
         n = int(settings["frames"]["bu4dfe"])
         strength = face_model.temporal_profile(n, rng, "posed") * rng.uniform(0.75, 1.0)
         weights = face_model.expression_weights(emotion, 1.0, rng, jitter=float(settings["au_jitter"]))
-        pose_start, pose_end = (np.asarray(_pose_and_noise(settings, rng)[0]) for _ in range(2))
+        poses, shifts = _head_motion(settings, rng, n, drift=True)
         for frame_number in range(n):
-            t = frame_number / max(1, n - 1)
             frame = model.deform({au: w * strength[frame_number] for au, w in weights.items()}, rng,
-                                 tuple((1 - t) * pose_start + t * pose_end), float(settings["noise_mm"]))
+                                 poses[frame_number], float(settings["noise_mm"]), shifts[frame_number])
             stem = f"{frame_number:03d}"
             folder = root / sid / folder_name
             writers.write_vrml(folder / f"{stem}.wrl", frame.vertices, coord_index, model.uv, tex_index, f"{stem}.jpg")
@@ -157,10 +167,11 @@ def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tu
         first = int(rng.integers(1, 900)) if offset_start else 0
         strength = face_model.temporal_profile(n, rng, "spontaneous") * rng.uniform(0.5, 0.9)
         weights = face_model.expression_weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
-        pose, noise = _pose_and_noise(settings, rng)
+        poses, shifts = _head_motion(settings, rng, n, drift=False)
         folder = root / "Sequences_2D+3D" / sid / task
         for k in range(n):
-            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
+            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, poses[k],
+                                 float(settings["noise_mm"]), shifts[k])
             stem = f"{first + k:0{digits}d}"
             writers.write_obj(folder / f"{stem}.obj", frame.vertices, model.triangles, uv, model.triangles)
             writers.write_image(folder / f"{stem}.jpg", texture)
@@ -237,12 +248,13 @@ def write_4dme_subject(root: Path, settings: dict, s_index: int, sid: str) -> tu
         strength = face_model.temporal_profile(n, rng, "micro") * rng.uniform(0.15, 0.35)
         apex = onset + int(np.argmax(strength))
         weights = {au: float(np.exp(rng.normal(0, 0.15))) for au in aus}
-        pose, noise = _pose_and_noise(settings, rng)
-        pose = tuple(0.3 * p for p in pose)  # seated subjects in a chin rest barely move
+        # seated subjects in a chin rest barely turn away from their start pose
+        poses, shifts = _head_motion(settings, rng, n, drift=False, scale=0.3)
         fold_name = f"ME{c_index + 1:02d}"
         folder = root / "mesh_micro" / sid / fold_name
         for k in range(n):
-            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
+            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, poses[k],
+                                 float(settings["noise_mm"]), shifts[k])
             writers.write_obj(folder / f"{onset + k}.obj", frame.vertices, model.triangles, uv, model.triangles)
             writers.write_image(folder / f"{onset + k}.jpg", grey)
         au_text = "+".join(f"AU{au}" + ("(k)" if rng.random() < 0.1 else "") for au in aus)
