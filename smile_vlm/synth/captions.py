@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-# FACS names of the action units the generator models (smile_vlm.synth.face.ACTION_UNITS).
+# FACS names of the action units the generator models (smile_vlm.synth.expressions.ACTION_UNITS).
 AU_NAMES: dict[int, str] = {
     1: "inner brow raiser", 2: "outer brow raiser", 4: "brow lowerer", 5: "upper lid raiser",
     6: "cheek raiser", 7: "lid tightener", 9: "nose wrinkler", 10: "upper lip raiser",

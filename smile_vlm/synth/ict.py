@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from smile_vlm.mesh import Mesh
-from smile_vlm.synth.face import EMOTIONS, fan_triangulate
+from smile_vlm.synth.expressions import EMOTIONS
+from smile_vlm.synth.face import fan_triangulate
 from smile_vlm.synth.motion import apply_pose
 
 FACE_VERTICES = 11248  # vertices 0-11247: face, head and neck
