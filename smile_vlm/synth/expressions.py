@@ -23,7 +23,11 @@ PROTOTYPES: dict[str, dict[int, float]] = {
     # BP4D tasks without a basic-emotion counterpart
     "embarrassment": {12: 0.6, 24: 0.6, 14: 0.5, 43: 0.3},
     "pain": {4: 0.8, 6: 0.8, 7: 1.0, 9: 0.6, 10: 0.6, 43: 0.4},
+    # one-sided (R12A+R14A in EMFACS); no default dataset shows it: an unseen class for zero-shot tests
+    "contempt": {"R12": 1.0, "R14": 1.0},
 }
+# Expressions the generator makes that no default dataset uses.
+UNSEEN_EXPRESSIONS = ("contempt",)
 
 # BU-3DFE levels 01..04 (01 = lowest); level 0 is neutral.
 INTENSITY_SCALE = {0: 0.0, 1: 0.35, 2: 0.6, 3: 0.8, 4: 1.0}

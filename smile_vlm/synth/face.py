@@ -20,12 +20,17 @@ from smile_vlm.synth.expressions import ACTION_UNITS
 from smile_vlm.synth.identity import Identity
 from smile_vlm.synth.landmarks import bosphorus_anchors, bu83_anchors, nearest
 from smile_vlm.synth.motion import apply_pose
+from smile_vlm.synth.units import parse_unit
 
 # The face API the pretraining corpus (smile_vlm.pretrain) reads as `face.<name>`.
 from smile_vlm.synth.expressions import EMOTIONS, expression_weights  # noqa: E402,F401
 from smile_vlm.synth.identity import sample_identity  # noqa: E402,F401
 from smile_vlm.synth.motion import random_pose  # noqa: E402,F401
 from smile_vlm.synth.profiles import temporal_profile  # noqa: E402,F401
+
+# Width (mm) of the fade between a one-sided AU's side and the other across the midline.
+MIDLINE_FADE_MM = 4.0
+
 
 @dataclass
 class FaceFrame:
@@ -69,6 +74,9 @@ class FaceModel:
         self.rest = np.stack([self.x, self.y, height], axis=-1)
         self.rest[..., 2] -= self.rest[..., 2][self.valid].max() - 5.0  # nose tip near z = +5 as in BU-3DFE
         self.au_basis = {au: self._au_field(au) for au in ACTION_UNITS}
+        # One side of an AU is its field faded out across the midline, so L + R = the bilateral AU.
+        left = 1.0 / (1.0 + np.exp(-self.x / MIDLINE_FADE_MM))
+        self.side_weight = {"L": left[..., None], "R": (1.0 - left)[..., None]}
         self._build_topology()
         self._build_landmarks()
 
@@ -198,6 +206,12 @@ class FaceModel:
         return d
 
     # ----------------------------------------------------------------- expression
+    def unit_field(self, key) -> np.ndarray:
+        """Displacement (R, C, 3) of an AU key at weight 1: ``12`` both sides, ``"L12"`` the left."""
+        au, side = parse_unit(key)
+        field = self.au_basis[au]
+        return field if side is None else field * self.side_weight[side]
+
     def deform(self, au_weights: dict[int, float], rng: np.random.Generator | None = None,
                pose_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
                noise_mm: float = 0.0, translation_mm=None) -> FaceFrame:
@@ -205,7 +219,7 @@ class FaceModel:
         grid = self.rest.copy()
         for au, weight in au_weights.items():
             if weight:
-                grid += float(weight) * self.au_basis[int(au)]
+                grid += float(weight) * self.unit_field(au)
         grid = apply_pose(grid, pose_deg, translation_mm)
         if noise_mm and rng is not None:
             grid = grid + rng.normal(0.0, noise_mm, grid.shape)

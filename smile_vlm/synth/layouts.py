@@ -17,12 +17,14 @@ from smile_vlm import atomic
 from smile_vlm.readers.names import BOSPHORUS_EMOTIONS, BP4D_TASK_CLASSES, BU3DFE_EXPRESSIONS, BU4DFE_FOLDERS
 from smile_vlm.settings import section_defaults
 from smile_vlm.synth import writers
-from smile_vlm.synth.expressions import (EMOTIONS, INTENSITY_SCALE, MICRO_CLASSES, MICRO_TEMPLATES,
+from smile_vlm.synth.captions import active_units
+from smile_vlm.synth.expressions import (ACTION_UNITS, EMOTIONS, INTENSITY_SCALE, MICRO_CLASSES, MICRO_TEMPLATES,
                                          expression_weights, micro_labels)
 from smile_vlm.synth.face import FaceModel
 from smile_vlm.synth.identity import sample_identity
 from smile_vlm.synth.motion import random_pose, sequence_poses
 from smile_vlm.synth.profiles import temporal_profile
+from smile_vlm.synth.units import parse_unit
 
 DATASETS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "4dme")
 
@@ -157,6 +159,12 @@ def bp4d_frame_format(subject_index: int) -> tuple[int, bool]:
     return (3 if subject_index % 3 == 2 else 4), subject_index % 2 == 1
 
 
+def occurring_units(au_weights: dict) -> set[int]:
+    """AU numbers a coder marks as occurring: on either side at or above the FACS trace level (A),
+    the level from which a caption names an AU."""
+    return {parse_unit(key)[0] for key in active_units(au_weights)}
+
+
 def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     model, _ = make_face(settings, "bp4d", s_index, four_d=True)
@@ -171,12 +179,16 @@ def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tu
         weights = expression_weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
         poses, shifts = _head_motion(settings, rng, n, drift=False)
         folder = root / "Sequences_2D+3D" / sid / task
+        occurring = []
         for k in range(n):
-            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, poses[k],
-                                 float(settings["noise_mm"]), shifts[k])
+            applied = {au: w * strength[k] for au, w in weights.items()}
+            frame = model.deform(applied, rng, poses[k], float(settings["noise_mm"]), shifts[k])
             stem = f"{first + k:0{digits}d}"
             writers.write_obj(folder / f"{stem}.obj", frame.vertices, model.triangles, uv, model.triangles)
             writers.write_image(folder / f"{stem}.jpg", texture)
+            occurring.append(occurring_units(applied))
+        writers.write_au_occ(root / "AUCoding" / "AU_OCC" / f"{sid}_{task}.csv", range(first, first + n),
+                             occurring, ACTION_UNITS)
         samples.append({"sample_id": f"{sid}_{task}", "subject": sid, "label": label, "labels": label,
                         "intensity": -1, "n_frames": n, "first_frame": first, "task": task})
     return samples, []
