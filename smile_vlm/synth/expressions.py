@@ -12,7 +12,7 @@ EMOTIONS = tuple(BASIC_EMOTIONS)
 ACTION_UNITS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27, 43, 45)
 
 # EMFACS prototypes; weights are the relative strength of each AU at full intensity.
-PROTOTYPES: dict[str, dict[int, float]] = {
+PROTOTYPES: dict[str, dict] = {  # AU key (units.py) -> weight
     "neutral": {},
     "happiness": {6: 1.0, 12: 1.0, 25: 0.3},
     "sadness": {1: 1.0, 4: 0.6, 15: 1.0, 17: 0.5},
@@ -54,15 +54,26 @@ def micro_labels(aus) -> list[str]:
     return labels or ["others"]
 
 
+# Posers never hit a prototype exactly: half of the samples get one unrelated AU up to this weight.
+STRAY_AU_WEIGHT = 0.15
+STRAY_CANDIDATES = tuple(au for au in ACTION_UNITS if au not in (26, 27, 43, 45))  # no jaw drop or closed eyes
+
+
 def expression_weights(expression: str, scale: float, rng: np.random.Generator, *,
-                       jitter: float, leak: float = 0.15) -> dict[int, float]:
-    """AU weights of one sample: the prototype scaled, each AU jittered, maybe one stray AU.
+                       jitter: float, leak: float = STRAY_AU_WEIGHT) -> dict:
+    """AU weights of one sample of the EMFACS prototype: scaled, each AU jittered, maybe one stray AU."""
+    return jittered(PROTOTYPES[expression], scale, rng, jitter=jitter, leak=leak)
+
+
+def jittered(units: dict, scale: float, rng: np.random.Generator, *, jitter: float,
+             leak: float = STRAY_AU_WEIGHT) -> dict:
+    """``units`` (AU key -> weight at full intensity) scaled, each AU jittered, maybe one stray AU.
 
     The log-normal jitter and the occasional unrelated AU make classes overlap a little, as
     posers never hit a prototype exactly.
     """
-    weights = {au: w * scale * float(np.exp(rng.normal(0.0, jitter))) for au, w in PROTOTYPES[expression].items()}
+    weights = {au: w * scale * float(np.exp(rng.normal(0.0, jitter))) for au, w in units.items()}
     if leak and rng.random() < 0.5:
-        stray = int(rng.choice([au for au in ACTION_UNITS if au not in (26, 27, 43, 45)]))
+        stray = int(rng.choice(STRAY_CANDIDATES))
         weights[stray] = weights.get(stray, 0.0) + float(rng.uniform(0.0, leak))
     return weights

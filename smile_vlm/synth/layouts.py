@@ -18,12 +18,11 @@ from smile_vlm.readers.names import BOSPHORUS_EMOTIONS, BP4D_TASK_CLASSES, BU3DF
 from smile_vlm.settings import section_defaults
 from smile_vlm.synth import writers
 from smile_vlm.synth.captions import active_units
-from smile_vlm.synth.expressions import (ACTION_UNITS, EMOTIONS, INTENSITY_SCALE, MICRO_CLASSES, MICRO_TEMPLATES,
-                                         expression_weights, micro_labels)
+from smile_vlm.synth.expressions import ACTION_UNITS, EMOTIONS, INTENSITY_SCALE, MICRO_CLASSES, MICRO_TEMPLATES, micro_labels
 from smile_vlm.synth.face import FaceModel
 from smile_vlm.synth.identity import sample_identity
 from smile_vlm.synth.motion import random_pose, sequence_poses
-from smile_vlm.synth.profiles import temporal_profile
+from smile_vlm.synth.realisation import Realiser
 from smile_vlm.synth.units import parse_unit
 
 DATASETS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "4dme")
@@ -71,6 +70,12 @@ def n_subjects(settings: dict, dataset: str) -> int:
     return max(1, int(round(settings["subjects"][dataset] * float(settings["scale"]))))
 
 
+def realiser(settings: dict, dataset: str, subject_index: int) -> Realiser:
+    """How this subject realises expressions; its own stream, so variation settings at 0 change
+    no other draw."""
+    return Realiser(settings["au_tables"], settings["variation"], rng_for(settings, dataset, subject_index, 0, 1))
+
+
 def make_face(settings: dict, dataset: str, subject_index: int, four_d: bool):
     rng = rng_for(settings, dataset, subject_index, 0)
     resolution = settings["resolution_4d"] if four_d else settings["resolution"]
@@ -95,8 +100,8 @@ def _head_motion(settings: dict, rng: np.random.Generator, n_frames: int, drift:
     return sequence_poses(n_frames, rng, settings["head_motion"], start, end)
 
 
-def _posed_frame(model, settings, rng, expression: str, scale: float):
-    weights = expression_weights(expression, scale, rng, jitter=float(settings["au_jitter"]))
+def _posed_frame(model, style: Realiser, settings, rng, expression: str, scale: float):
+    weights = style.weights(expression, scale, rng, jitter=float(settings["au_jitter"]))
     pose, noise = _pose_and_noise(settings, rng)
     return model.deform(weights, rng, pose, noise)
 
@@ -105,12 +110,13 @@ def _posed_frame(model, settings, rng, expression: str, scale: float):
 def write_bu3dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     model, rng = make_face(settings, "bu3dfe", s_index, four_d=False)
+    style = realiser(settings, "bu3dfe", s_index)
     race = getattr(model, "identity", None).race if hasattr(model, "identity") else "WH"
     texture = model.texture(int(settings["texture_size"]))
     scans = [("neutral", 0)] + [(emotion, level) for emotion in EMOTIONS for level in (1, 2, 3, 4)]
     for k, (expression, level) in enumerate(scans):
         sample_rng = rng_for(settings, "bu3dfe", s_index, k + 1)
-        frame = _posed_frame(model, settings, sample_rng, expression, INTENSITY_SCALE[level])
+        frame = _posed_frame(model, style, settings, sample_rng, expression, INTENSITY_SCALE[level])
         base = f"{sid}_{BU3DFE_CODE_OF[expression]}{level:02d}{race}"
         folder = root / sid
         vertices = frame.vertices
@@ -126,14 +132,15 @@ def write_bu3dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> 
 def write_bu4dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     model, _ = make_face(settings, "bu4dfe", s_index, four_d=True)
+    style = realiser(settings, "bu4dfe", s_index)
     texture = model.texture(int(settings["texture_size"]))
     coord_index, tex_index = writers.polygon_lines(model.polygons), writers.polygon_lines(model.polygon_uv)
     for e_index, emotion in enumerate(EMOTIONS):
         rng = rng_for(settings, "bu4dfe", s_index, e_index + 1)
         folder_name = BU4DFE_FOLDER_OF[emotion]
         n = int(settings["frames"]["bu4dfe"])
-        strength = temporal_profile(n, rng, "posed") * rng.uniform(0.75, 1.0)
-        weights = expression_weights(emotion, 1.0, rng, jitter=float(settings["au_jitter"]))
+        strength = style.profile(n, rng, "posed") * rng.uniform(0.75, 1.0)
+        weights = style.weights(emotion, 1.0, rng, jitter=float(settings["au_jitter"]))
         poses, shifts = _head_motion(settings, rng, n, drift=True)
         for frame_number in range(n):
             frame = model.deform({au: w * strength[frame_number] for au, w in weights.items()}, rng,
@@ -168,6 +175,7 @@ def occurring_units(au_weights: dict) -> set[int]:
 def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     model, _ = make_face(settings, "bp4d", s_index, four_d=True)
+    style = realiser(settings, "bp4d", s_index)
     texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
     uv = _bottom_left(uv_top[model.valid])
     digits, offset_start = bp4d_frame_format(s_index)
@@ -175,8 +183,8 @@ def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tu
         rng = rng_for(settings, "bp4d", s_index, t_index + 1)
         n = int(settings["frames"]["bp4d"])
         first = int(rng.integers(1, 900)) if offset_start else 0
-        strength = temporal_profile(n, rng, "spontaneous") * rng.uniform(0.5, 0.9)
-        weights = expression_weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
+        strength = style.profile(n, rng, "spontaneous") * rng.uniform(0.5, 0.9)
+        weights = style.weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
         poses, shifts = _head_motion(settings, rng, n, drift=False)
         folder = root / "Sequences_2D+3D" / sid / task
         occurring = []
@@ -199,6 +207,7 @@ def write_bosphorus_subject(root: Path, settings: dict, s_index: int, sid: str) 
     samples = []
     db = root / "BosphorusDB"
     model, subject_rng = make_face(settings, "bosphorus", s_index, four_d=False)
+    style = realiser(settings, "bosphorus", s_index)
     if not isinstance(model, FaceModel):
         raise ValueError("bosphorus range grids need the procedural face source")
     texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
@@ -211,9 +220,9 @@ def write_bosphorus_subject(root: Path, settings: dict, s_index: int, sid: str) 
     for k, (cls, code, label, fixed_weights) in enumerate(scans):
         rng = rng_for(settings, "bosphorus", s_index, k + 1)
         if fixed_weights is None:
-            weights = expression_weights(label, rng.uniform(0.7, 1.0), rng, jitter=float(settings["au_jitter"]))
+            weights = style.weights(label, rng.uniform(0.7, 1.0), rng, jitter=float(settings["au_jitter"]))
         else:
-            weights = fixed_weights
+            weights = style.individualise(fixed_weights)
         pose, noise = _pose_and_noise(settings, rng)
         frame = model.deform(weights, rng, pose, noise)
         stem = f"{sid}_{cls}_{code}_0"
@@ -248,6 +257,7 @@ def _bosphorus_landmarks(model, frame, uv_top, image_shape, rng):
 def write_4dme_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples, rows = [], []
     model, _ = make_face(settings, "4dme", s_index, four_d=True)
+    style = realiser(settings, "4dme", s_index)
     texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
     grey = np.repeat(texture.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
     uv = _bottom_left(uv_top[model.valid])
@@ -259,9 +269,9 @@ def write_4dme_subject(root: Path, settings: dict, s_index: int, sid: str) -> tu
         n = max(4, int(settings["micro_frames_per_clip"]) + int(rng.integers(-2, 3)))
         onset = next_onset + int(rng.integers(50, 400))
         next_onset = onset + n
-        strength = temporal_profile(n, rng, "micro") * rng.uniform(0.15, 0.35)
+        strength = style.profile(n, rng, "micro") * rng.uniform(0.15, 0.35)
         apex = onset + int(np.argmax(strength))
-        weights = {au: float(np.exp(rng.normal(0, 0.15))) for au in aus}
+        weights = style.individualise({au: float(np.exp(rng.normal(0, 0.15))) for au in aus})
         # seated subjects in a chin rest barely turn away from their start pose
         poses, shifts = _head_motion(settings, rng, n, drift=False, scale=0.3)
         fold_name = f"ME{c_index + 1:02d}"
