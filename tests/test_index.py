@@ -384,6 +384,19 @@ def test_two_spellings_of_one_subject_stop_the_index_unless_declared(tmp_path):
     assert set(manifest["subject"]) == {"S01"} and manifest["sample_id"].nunique() == 2
 
 
+def test_look_alike_subject_folders_stop_the_index(tmp_path):
+    # 'S01' and 'Ѕ01' (Cyrillic DZE): different characters to NFKC, one skeleton, one person twice
+    look_alike = "\u040501"
+    make_4dme(tmp_path)
+    rows = [["S01", "clip_a", 1, 100, 101, 102, "AU4+AU7", "Negative+Surprise", 0, 0, 1, 1, 0, 0],
+            [look_alike, "clip_b", 1, 7, 8, 10, "AU12", "Positive", 0, 1, 0, 0, 0, 0]]
+    write_4dme_xlsx(tmp_path / "4DME_Labelling_Micro_release v1.xlsx", rows)
+    for frame in range(7, 11):
+        write_vrml(tmp_path / "mesh_micro" / look_alike / "clip_b" / f"img_{frame}.wrl", url=None)
+    with pytest.raises(ScanError, match=f"subjects 'S01' and '{look_alike}' are one identity .*confusable skeleton"):
+        index_dataset("4dme", tmp_path, {"validate": "header"})
+
+
 def test_4dme_subject_path_is_never_read(tmp_path):
     make_4dme(tmp_path / "data")
     outside = tmp_path / "elsewhere" / "clip_x"
