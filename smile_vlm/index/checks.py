@@ -1,5 +1,7 @@
 """The per-file checks of the index: one mesh (and its landmark file) in, a reason or its texture out.
 
+A parsed mesh must also be a surface and its landmarks must lie on it (readers/sanity.py).
+
 ``check_file`` is top level so that worker processes can run it; ``run_checks`` runs a list of
 checks in one process or shares them out over worker processes.
 """

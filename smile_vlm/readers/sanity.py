@@ -59,7 +59,7 @@ def check_landmarks_on(mesh: Mesh, xyz: np.ndarray, path: str | Path, indices: n
     ``path`` is the landmark file; ``labels`` name the points in the error (.lm3), else rows do.
     """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    names = labels if labels is not None else [f"row {k + 1}" for k in range(len(xyz))]
+    names = [repr(label) for label in labels] if labels is not None else [f"row {k + 1}" for k in range(len(xyz))]
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     if indices is not None and len(indices):
         bad = np.flatnonzero((np.asarray(indices) < 0) | (np.asarray(indices) >= len(vertices)))
