@@ -70,15 +70,30 @@ def check_landmarks_on(mesh: Mesh, xyz: np.ndarray, path: str | Path, indices: n
         k = int(np.flatnonzero(~np.isfinite(xyz).all(axis=1))[0])
         raise ScanError(path, f"{names[k]}: non-finite (NaN or inf) landmark coordinates")
     limit = NEAR_SURFACE_SHARE * _diagonal(vertices)
-    for start in range(0, len(xyz), _LANDMARK_CHUNK):
-        block = xyz[start:start + _LANDMARK_CHUNK]
-        squared = (block ** 2).sum(1)[:, None] - 2 * block @ vertices.T + (vertices ** 2).sum(1)[None, :]
-        nearest = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
-        far = np.flatnonzero(nearest > limit)
-        if len(far):
-            k = start + int(far[0])
-            raise ScanError(path, f"{names[k]}: landmark {nearest[far[0]]:.3g} from the nearest vertex of the "
-                                  f"scan, more than {NEAR_SURFACE_SHARE:g} of its size ({limit:.3g}): not on this scan")
+    # a .bnd point is its vertex's position: only points away from it need the nearest-vertex search
+    unsure = np.arange(len(xyz))
+    if indices is not None and len(indices) == len(xyz):
+        unsure = np.flatnonzero(np.linalg.norm(xyz - vertices[np.asarray(indices)], axis=1) > limit)
+    nearest = _nearest_distances(xyz[unsure], vertices)
+    far = np.flatnonzero(nearest > limit)
+    if len(far):
+        k = int(unsure[far[0]])
+        raise ScanError(path, f"{names[k]}: landmark {nearest[far[0]]:.3g} from the nearest vertex of the "
+                              f"scan, more than {NEAR_SURFACE_SHARE:g} of its size ({limit:.3g}): not on this scan")
+
+
+def _nearest_distances(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Distance from each point to its nearest vertex, a block of points at a time, one axis at a
+    time (elementwise numpy: a BLAS product of these thin matrices is slower, and spawns threads)."""
+    columns = [np.ascontiguousarray(vertices[:, axis]) for axis in range(3)]
+    nearest = np.empty(len(points))
+    for start in range(0, len(points), _LANDMARK_CHUNK):
+        block = points[start:start + _LANDMARK_CHUNK]
+        squared = (columns[0][None, :] - block[:, 0:1]) ** 2
+        for axis in (1, 2):
+            squared += (columns[axis][None, :] - block[:, axis:axis + 1]) ** 2
+        nearest[start:start + len(block)] = np.sqrt(squared.min(axis=1))
+    return nearest
 
 
 def _diagonal(vertices: np.ndarray) -> float:
