@@ -5,9 +5,9 @@ prompt-ensembled class embeddings (``TextBank.class_embeddings``) of the test su
 
 Metrics (accuracy, F1, the multi-label decision, the probe): metrics.py.
 
-Linear probe: logistic regression (sklearn, lbfgs) on L2-normalised frozen fused embeddings of
-the fold's train split, scored on its test split (multi-label: one binary probe per class,
-mean per-class accuracy).
+Linear probe: logistic regression (sklearn, lbfgs; float64, one BLAS thread, metrics.PROBE_TOL)
+on L2-normalised frozen fused embeddings of the fold's train split, scored on its test split
+(multi-label: one binary probe per class, mean per-class accuracy).
 
 Single view (``settings["evaluate"]["single_view"]``, default true; SMILE-VLM Table V): the same
 zero-shot metrics with the model seeing one view alone, under ``"single_view": {"yaw -30": {...},

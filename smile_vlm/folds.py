@@ -288,7 +288,7 @@ def check_spellings(subjects, source: str | Path) -> None:
     clashes = sorted(sorted(group) for group in spellings.values() if len(group) > 1)
     if clashes:
         raise ScanError(source, "subjects " + "; ".join(" and ".join(map(repr, g)) for g in clashes)
-                        + " are one identity after Unicode NFKC, strip and casefold")
+                        + " are one identity after Unicode NFKC, strip, casefold and confusable skeleton")
 
 
 def log_folds(folds: pd.DataFrame) -> None:

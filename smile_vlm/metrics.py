@@ -82,15 +82,39 @@ def multilabel_metrics(y_true, y_pred) -> dict:
             "average_f1": macro_f1(f1), "average_accuracy": float(per_class_accuracy.mean())}
 
 
+# The probe's solve. BLAS and OpenMP split sums by thread count, so the same embeddings fitted
+# with 1 or 2 threads gave coefficients that differ in their last bits and, through lbfgs's
+# loose default tolerance (1e-4), a test sample on the other side of the boundary. One thread
+# fixes the summation order; float64 and a tight tolerance bring the solve to the one minimum
+# of the L2-regularised loss, so what is left of a machine's rounding moves no prediction but
+# one that lies on the boundary.
+PROBE_TOL = 1e-8
+PROBE_MAX_ITER = 10000
+
+
 def linear_probe_accuracy(train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0) -> float | None:
-    """Accuracy of a multinomial logistic regression; None when the train split has one class."""
-    from sklearn.linear_model import LogisticRegression
+    """Accuracy of a multinomial logistic regression; None when the train split has one class.
+
+    The same embeddings give the same accuracy whatever the BLAS/OpenMP thread count (PROBE_TOL).
+    """
+    from threadpoolctl import threadpool_limits
 
     if len(np.unique(train_y)) < 2:
         return None
-    probe = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    probe.fit(train_x, train_y)
-    return accuracy(test_y, probe.predict(test_x))
+    probe = fit_probe(train_x, train_y, c, seed)
+    with threadpool_limits(limits=1):
+        predicted = probe.predict(np.asarray(test_x, dtype=np.float64))
+    return accuracy(test_y, predicted)
+
+
+def fit_probe(train_x, train_y, c: float = 1.0, seed: int = 0):
+    """The fitted probe (sklearn LogisticRegression, lbfgs): float64, one thread, PROBE_TOL."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    probe = LogisticRegression(C=c, tol=PROBE_TOL, max_iter=PROBE_MAX_ITER, random_state=seed)
+    with threadpool_limits(limits=1):
+        return probe.fit(np.asarray(train_x, dtype=np.float64), train_y)
 
 
 def multilabel_probe_accuracy(train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0) -> float:

@@ -156,11 +156,16 @@ LM2_TEXT = (
 )
 
 
-def write_bnd(path: Path, n: int = 83, separator: str = "\t\t") -> Path:
-    """Rows 'index x y z' with row i = (10 i, i, -i, 0.5 i) and a trailing blank line."""
+def write_bnd(path: Path, n: int = 83, separator: str = "\t\t", on=None) -> Path:
+    """Rows 'index x y z' with row i = (10 i, i, -i, 0.5 i) and a trailing blank line; with
+    ``on`` (a mesh's vertices) row i is vertex i mod len(on) and its coordinates instead, so
+    the landmarks lie on that mesh."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [separator.join([str(10 * i), f"{i:.6f}", f"{-i:.6f}", f"{0.5 * i:.6f}"]) for i in range(n)]
-    path.write_text("\n".join(rows) + "\n\n")
+    if on is None:
+        rows = [[str(10 * i), f"{i:.6f}", f"{-i:.6f}", f"{0.5 * i:.6f}"] for i in range(n)]
+    else:
+        rows = [[str(i % len(on)), *(f"{x:.6f}" for x in on[i % len(on)])] for i in range(n)]
+    path.write_text("\n".join(separator.join(row) for row in rows) + "\n\n")
     return path
 
 

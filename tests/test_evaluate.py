@@ -71,6 +71,34 @@ def test_view_weights_per_class_and_probe():
     assert linear_probe_accuracy(train_x, np.zeros(60), centers, [0, 1, 2]) is None
 
 
+def test_probe_is_the_same_with_one_or_two_threads():
+    # Embedding-sized data, where BLAS splits its sums by thread count: before the probe fixed
+    # its threads, 1 and 2 threads gave coefficients differing in their last bits.
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from smile_vlm.metrics import fit_probe
+
+    rng = np.random.default_rng(0)
+    train_y, test_y = rng.integers(0, 6, 216), rng.integers(0, 6, 24)
+    centers = rng.normal(size=(6, 512))
+    embed = (lambda y: (centers[y] * 0.3 + rng.normal(size=(len(y), 512))).astype(np.float32))
+    train_x, test_x = embed(train_y), embed(test_y)
+    fitted, scores = [], []
+    default_threads = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with threadpool_limits(limits=threads):
+                probe = fit_probe(train_x, train_y, 1.0, 0)
+                fitted.append(np.concatenate([probe.coef_.ravel(), probe.intercept_]))
+                scores.append(linear_probe_accuracy(train_x, train_y, test_x, test_y))
+    finally:
+        torch.set_num_threads(default_threads)
+    assert fitted[0].tobytes() == fitted[1].tobytes()  # bit for bit
+    assert scores[0] == scores[1] and scores[0] > 0.5  # and it learned: chance is 1/6
+
+
 def test_evaluate_fold_writes_consistent_metrics(tmp_path, text_encoder):  # noqa: F811
     store, folds = make_fold_inputs(tmp_path)
     settings = tiny_settings(epochs=1)

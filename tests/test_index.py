@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest_readers import vrml_text, write_4dme_xlsx, write_bnd, write_bnt, write_vrml
+from conftest_readers import POLY_VERTICES, vrml_text, write_4dme_xlsx, write_bnd, write_bnt, write_vrml
 from smile_vlm import readers
 from smile_vlm.dynamic import sample_frames
 from smile_vlm.errors import ScanError
@@ -31,7 +31,7 @@ def make_bu3dfe(root):
             base = f"{subject}_{code}{race}"
             write_vrml(root / subject / f"{base}_F3D.wrl", url=f"{base}_F3D.bmp")
             write_vrml(root / subject / f"{base}_RAW.wrl", url=f"{base}_F3D.bmp")
-            write_bnd(root / subject / f"{base}_F3D.bnd")
+            write_bnd(root / subject / f"{base}_F3D.bnd", on=POLY_VERTICES)
     (root / "M0002" / "M0002_AN01AE_F3D.wrl").write_text(BROKEN_VRML)
 
 
@@ -59,7 +59,7 @@ def test_bu3dfe(tmp_path, validate):
 def test_bu3dfe_broken_landmarks_keep_the_sample(tmp_path):
     make_bu3dfe(tmp_path)
     (tmp_path / "M0002" / "M0002_AN01AE_F3D.wrl").unlink()
-    write_bnd(tmp_path / "F0001" / "F0001_HA04WH_F3D.bnd", n=80)
+    write_bnd(tmp_path / "F0001" / "F0001_HA04WH_F3D.bnd", n=80, on=POLY_VERTICES)
     manifest, rejects, skipped = index_dataset("bu3dfe", tmp_path, {"validate": "full"})
     assert "80 landmark rows" in one_reject(rejects, tmp_path / "F0001" / "F0001_HA04WH_F3D.bnd")
     assert len(manifest) == 5
@@ -86,7 +86,7 @@ def make_bu4dfe(root):
                 # The url names a file that does not exist: the sibling NNN.jpg is the fallback.
                 write_vrml(folder / f"{frame:03d}.wrl", url="missing.jpg", texture=False)
                 (folder / f"{frame:03d}.jpg").write_bytes(b"jpg")
-                write_bnd(root / "BU4DFE_BND_V1.1" / subject / expression / f"{frame:03d}.bnd")
+                write_bnd(root / "BU4DFE_BND_V1.1" / subject / expression / f"{frame:03d}.bnd", on=POLY_VERTICES)
     write_vrml(root / "BU_WrlViewer_V2" / "Angry" / "000.wrl")  # not a subject
     (root / "M002" / "Happy" / "007.wrl").write_text("")
 
@@ -236,7 +236,8 @@ def make_bosphorus(root):
     for part, subject in [("BosphorusDB_p1", "bs000"), ("BosphorusDB_p2", "bs001")]:
         for stem in ["E_HAPPY_0", "N_N_0", "N_N_1", "LFAU_12LW_0", "YR_R10_0"]:
             path = write_bnt(root / part / subject / f"{subject}_{stem}.bnt")
-            path.with_suffix(".lm3").write_bytes(b"# 3D Landmark File\r\n\r\n1 landmarks:\r\nNose tip\r\n0 0 40\r\n")
+            # the nose tip on a valid grid point
+            path.with_suffix(".lm3").write_bytes(b"# 3D Landmark File\r\n\r\n1 landmarks:\r\nNose tip\r\n1 0 31\r\n")
     bad = root / "BosphorusDB_p2" / "bs001" / "bs001_N_N_1.bnt"
     bad.write_bytes(bad.read_bytes()[:-8])
 
@@ -369,18 +370,19 @@ def test_overflowing_float32_is_rejected_at_the_index(tmp_path):
 # ----------------------------------------------------------------------------- one identity per person
 
 
-def test_two_spellings_of_one_subject_stop_the_index_unless_declared(tmp_path):
+@pytest.mark.parametrize("other", ["s01", "\u040501"])  # case, and a Cyrillic DZE that looks like S
+def test_two_spellings_of_one_subject_stop_the_index_unless_declared(tmp_path, other):
     make_4dme(tmp_path)
     rows = [["S01", "clip_a", 1, 100, 101, 102, "AU4+AU7", "Negative+Surprise", 0, 0, 1, 1, 0, 0],
-            ["s01", "clip_b", 1, 7, 8, 10, "AU12", "Positive", 0, 1, 0, 0, 0, 0]]
+            [other, "clip_b", 1, 7, 8, 10, "AU12", "Positive", 0, 1, 0, 0, 0, 0]]
     write_4dme_xlsx(tmp_path / "4DME_Labelling_Micro_release v1.xlsx", rows)
-    (tmp_path / "mesh_micro" / "S01" / "clip_b").rename(tmp_path / "mesh_micro" / "s01")
-    (tmp_path / "mesh_micro" / "s01").mkdir(exist_ok=True)
+    (tmp_path / "mesh_micro" / other).mkdir(exist_ok=True)
     for frame in range(7, 11):
-        write_vrml(tmp_path / "mesh_micro" / "s01" / "clip_b" / f"img_{frame}.wrl", url=None)
-    with pytest.raises(ScanError, match=r"subjects 'S01' and 's01' are one identity .*same_person: \{'s01': 'S01'\}"):
+        write_vrml(tmp_path / "mesh_micro" / other / "clip_b" / f"img_{frame}.wrl", url=None)
+    with pytest.raises(ScanError, match=f"subjects 'S01' and '{other}' are one identity .*confusable skeleton; "
+                                        f".*same_person: {{'{other}': 'S01'}}"):
         index_dataset("4dme", tmp_path, {"validate": "header"})
-    manifest, _, _ = index_dataset("4dme", tmp_path, {"validate": "header", "same_person": {"s01": "S01"}})
+    manifest, _, _ = index_dataset("4dme", tmp_path, {"validate": "header", "same_person": {other: "S01"}})
     assert set(manifest["subject"]) == {"S01"} and manifest["sample_id"].nunique() == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import numpy as np
@@ -17,6 +18,7 @@ from conftest_readers import (
     bnt_bytes,
     bnt_grid,
     vrml_text,
+    write_4dme_xlsx,
     write_bnd,
     write_bnt,
     write_vrml,
@@ -25,7 +27,9 @@ from smile_vlm.errors import ScanError
 from smile_vlm.readers import read_mesh
 from smile_vlm.readers.bnd import read_bnd
 from smile_vlm.readers.bosphorus import read_bnt, read_lm2, read_lm3
+from smile_vlm.readers.fourdme import read_annotations
 from smile_vlm.readers.obj import read_obj
+from smile_vlm.readers.sanity import check_geometry, check_landmarks_on
 from smile_vlm.readers.vrml import parse_vrml
 
 GOOD_VRML = vrml_text(POLY_VERTICES, POLY_POLYGONS, POLY_UVS, POLY_UV_POLYGONS, url=None)
@@ -271,6 +275,7 @@ def test_bnd_wrong_row_count_and_garbage(tmp_path):
         ("3 landmarks:", "three landmarks:", "'<N> landmarks' line"),
         ("0.5 -1.25 40", "0.5 -1.25", "has 2 coordinates"),
         ("0.5 -1.25 40", "0.5 nan 40", "non-finite"),
+        ("0.5 -1.25 40", "1e39 -1.25 40", "value 1e\\+39 does not fit in float32"),  # inf once stored
         ("Chin middle", "Nose tip", "appears twice"),
         ("# 3D Landmark File", "3D Landmark File", "comment line"),
     ],
@@ -303,3 +308,86 @@ def test_a_flood_of_brackets_is_refused_not_walked(tmp_path):
     # blocks are found by their '[': a file of nothing else must not cost a step per bracket
     with pytest.raises(ScanError, match=r"over 4096 '\['"):
         parse_vrml("#VRML V2.0 utf8\n" + "[" * 1_000_000, tmp_path / "flood.wrl")
+
+
+# ----------------------------------------------------------------------------- values that parse but are no face
+
+
+def test_obj_without_vertex_lines_names_the_reason(tmp_path):
+    path = tmp_path / "0001.obj"
+    path.write_text("f 1 2 3\nf 1 3 4\n")
+    raises_for(path, read_mesh, r"no vertices \(no 'v' lines\)")
+
+
+def test_bnt_with_rows_and_columns_swapped_is_refused(tmp_path):
+    # a regular 6 x 10 grid; the swapped header has the same size, so only the spacing tells
+    rows, cols = np.mgrid[0:6, 0:10].astype(float)
+    xyz = np.stack([cols, -rows, 50 - 0.1 * (cols - 5) ** 2], axis=-1)
+    uv = np.stack([cols / 10, rows / 6], axis=-1)
+    path = tmp_path / "bs000_N_N_0.bnt"
+    data = bnt_bytes(xyz, uv, "", zmin=-1e9)
+    path.write_bytes(data)
+    assert len(read_mesh(path).faces) == 2 * 5 * 9
+    path.write_bytes(struct.pack("<HH", 10, 6) + data[4:])
+    raises_for(path, read_bnt, "the header's 10 rows and 6 columns look swapped")
+
+
+def _on_disk(tmp_path, vertices) -> tuple:
+    path = tmp_path / "scan.wrl"
+    path.write_text(vrml_text(vertices, POLY_POLYGONS, POLY_UVS, POLY_UV_POLYGONS, url=None))
+    return read_mesh(path), path
+
+
+@pytest.mark.parametrize("vertices, reason", [
+    ([(1.5, 2.0, -3.0)] * 7, r"degenerate geometry: 1 distinct vertex position\(s\)"),
+    ([(0, 0, 0), (1, 0, 0), (0, 1, 0)] * 2 + [(0, 0, 0)], r"degenerate geometry: 3 distinct vertex position\(s\)"),
+    ([(x, 0, 0) for x in range(7)], "0 of 6 faces have an area"),
+    ([*POLY_VERTICES[:6], (0, 1e30, 0)], "vertex coordinate 1e\\+30 is beyond any scanner's extent"),
+])
+def test_a_mesh_that_parses_but_is_no_surface_is_refused(tmp_path, vertices, reason):
+    mesh, path = _on_disk(tmp_path, vertices)  # every one of these parses
+    with pytest.raises(ScanError, match=reason) as info:
+        check_geometry(mesh, path)
+    assert info.value.path == str(path)
+    check_geometry(_on_disk(tmp_path, POLY_VERTICES)[0], path)  # the fixture itself passes
+
+
+def test_landmarks_must_index_the_mesh_and_lie_on_it(tmp_path):
+    mesh, _ = _on_disk(tmp_path, POLY_VERTICES)
+    on_mesh = np.array(POLY_VERTICES, dtype=float)
+    path = write_bnd(tmp_path / "a.bnd", on=POLY_VERTICES)
+    indices, xyz = read_bnd(path)
+    check_landmarks_on(mesh, xyz, path, indices=indices)
+    bad = indices.copy()
+    bad[4] = 99999999
+    with pytest.raises(ScanError, match="row 5: vertex index 99999999 but the scan has only 7 vertices"):
+        check_landmarks_on(mesh, xyz, path, indices=bad)
+    far = on_mesh + [0, 0, 1]  # 1 mm off a 2.8 mm wide mesh
+    with pytest.raises(ScanError, match="'Chin': landmark 1 from the nearest vertex .* not on this scan"):
+        check_landmarks_on(mesh, far[:1], path, labels=["Chin"])
+    with pytest.raises(ScanError, match="row 1: non-finite"):
+        check_landmarks_on(mesh, np.array([[np.inf, 0, 0]]), path)
+    check_landmarks_on(mesh, on_mesh + [0, 0, 0.1], path)  # within 5 % of the size: on the scan
+
+
+# ----------------------------------------------------------------------------- the 4DME label sheet
+
+
+def test_4dme_sheet_is_read_like_a_scan(tmp_path):
+    rows = [["S01", "c", 1, 1, 2, 3, "AU12", "Positive", 0, 1, 0, 0, 0, 0]]
+    sheet = write_4dme_xlsx(tmp_path / "ann.xlsx", rows)
+    assert len(read_annotations(sheet)) == 1
+    size = sheet.stat().st_size
+    raises_for(sheet, lambda p: read_annotations(p, max_bytes=size - 1), "over the .* per-file limit")
+    # a few KB of zip that unpack past the limit are refused from the zip's directory
+    raises_for(sheet, lambda p: read_annotations(p, max_bytes=size + 1), r"workbook unpacks to .* per-file limit")
+    fifo = tmp_path / "fifo.xlsx"
+    os.mkfifo(fifo)
+    raises_for(fifo, read_annotations, r"not a regular file \(a FIFO\)")
+    if os.path.exists("/dev/zero"):
+        zero = tmp_path / "zero.xlsx"
+        zero.symlink_to("/dev/zero")
+        raises_for(zero, read_annotations, r"not a regular file \(a character device\)")
+    text = tmp_path / "text.xlsx"
+    text.write_text("sub_ID,fold_name\n")
+    raises_for(text, read_annotations, r"not an .xlsx \(zip\) file")

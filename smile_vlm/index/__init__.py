@@ -224,7 +224,8 @@ def check_identities(dataset: str, subjects, source) -> None:
     if clashes:
         shown = "; ".join(" and ".join(repr(s) for s in group) for group in sorted(clashes))
         first = clashes[0]
-        raise ScanError(source, f"subjects {shown} are one identity after Unicode NFKC, strip and casefold; "
+        raise ScanError(source, f"subjects {shown} are one identity after Unicode NFKC, strip, casefold and "
+                                f"confusable skeleton; "
                                 f"rename one, or if they are the same person set datasets.{dataset}.same_person: "
                                 f"{{{first[1]!r}: {first[0]!r}}}")
 

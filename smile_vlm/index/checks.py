@@ -1,5 +1,7 @@
 """The per-file checks of the index: one mesh (and its landmark file) in, a reason or its texture out.
 
+A parsed mesh must also be a surface and its landmarks must lie on it (readers/sanity.py).
+
 ``check_file`` is top level so that worker processes can run it; ``run_checks`` runs a list of
 checks in one process or shares them out over worker processes.
 """
@@ -10,8 +12,12 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from smile_vlm.errors import ScanError
+from smile_vlm.mesh import Mesh
 from smile_vlm.readers import check_regular, read_ends, resolve_texture
+from smile_vlm.readers.sanity import check_geometry, check_landmarks_on
 
 _HEAD_BYTES = 65536  # the VRML url and the OBJ mtllib sit in the first lines of a file; also the tail read
 
@@ -26,7 +32,7 @@ def check_file(job: tuple) -> tuple[str | None, str, str | None]:
     mesh_path, landmark_path, mode, root, max_bytes = job
     try:
         check_inside(Path(mesh_path), root)
-        texture = _check_mesh(Path(mesh_path), mode, max_bytes)
+        texture, mesh = _check_mesh(Path(mesh_path), mode, max_bytes)
     except ScanError as err:
         return err.reason, "", None
     except MemoryError:
@@ -37,7 +43,7 @@ def check_file(job: tuple) -> tuple[str | None, str, str | None]:
     if landmark_path:
         try:
             check_inside(Path(landmark_path), root)
-            _check_landmarks(Path(landmark_path), mode, max_bytes)
+            _check_landmarks(Path(landmark_path), mode, max_bytes, mesh)
         except ScanError as err:
             landmark_error = err.reason
         except Exception as err:  # noqa: BLE001
@@ -55,8 +61,9 @@ def check_inside(path: Path, root: str | Path) -> None:
         raise ScanError(path, f"link to {target}, outside the dataset root; links are read only inside it")
 
 
-def _check_mesh(path: Path, mode: str, max_bytes: int) -> str:
-    """The texture of a mesh that passes its checks ('' for none); a ScanError otherwise.
+def _check_mesh(path: Path, mode: str, max_bytes: int) -> tuple[str, Mesh | None]:
+    """(texture of a mesh that passes its checks or '', the mesh when it was parsed); a
+    ScanError otherwise. A parsed mesh must also be a surface (readers/sanity.py).
 
     A header check that doubts a file (no header, no coordinate block where expected, a cut
     end) hands it to a full parse, which decides and names the problem: the cheap checks never
@@ -66,13 +73,14 @@ def _check_mesh(path: Path, mode: str, max_bytes: int) -> str:
         if check_regular(path, max_bytes) == 0:
             raise ScanError(path, "empty file")
         try:
-            return _header_texture(path, max_bytes)
+            return _header_texture(path, max_bytes), None
         except ScanError:
             pass
     from smile_vlm.readers import read_mesh
 
-    texture = read_mesh(path, max_bytes=max_bytes).texture
-    return str(texture) if texture is not None else ""
+    mesh = read_mesh(path, max_bytes=max_bytes)
+    check_geometry(mesh, path)
+    return (str(mesh.texture) if mesh.texture is not None else ""), mesh
 
 
 def _header_texture(path: Path, max_bytes: int) -> str:
@@ -99,7 +107,8 @@ def _header_texture(path: Path, max_bytes: int) -> str:
     return str(texture) if texture is not None and texture.is_file() else ""
 
 
-def _check_landmarks(path: Path, mode: str, max_bytes: int) -> None:
+def _check_landmarks(path: Path, mode: str, max_bytes: int, mesh: Mesh | None) -> None:
+    """Parsed in full mode, and then held against the scan they belong to (``mesh``, when parsed)."""
     if mode != "full":
         if check_regular(path, max_bytes) == 0:
             raise ScanError(path, "empty landmark file")
@@ -107,11 +116,15 @@ def _check_landmarks(path: Path, mode: str, max_bytes: int) -> None:
     if path.suffix.lower() == ".bnd":
         from smile_vlm.readers.bnd import read_bnd
 
-        read_bnd(path, max_bytes=max_bytes)
+        indices, xyz = read_bnd(path, max_bytes=max_bytes)
+        if mesh is not None:
+            check_landmarks_on(mesh, xyz, path, indices=indices)
     elif path.suffix.lower() == ".lm3":
         from smile_vlm.readers.bosphorus import read_lm3
 
-        read_lm3(path, max_bytes=max_bytes)
+        points = read_lm3(path, max_bytes=max_bytes)
+        if mesh is not None and points:
+            check_landmarks_on(mesh, np.stack(list(points.values())), path, labels=list(points))
 
 
 def run_checks(jobs: list, workers: int) -> list:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from smile_vlm.errors import ScanError
-from smile_vlm.readers import names
+from smile_vlm.index.checks import check_inside
+from smile_vlm.readers import max_bytes_of, names
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -224,7 +225,8 @@ def _layout_4dme(root: Path, settings: dict, found: Found) -> list[Candidate]:
     from smile_vlm.readers.fourdme import plain_name_problem, read_annotations
 
     sheet = root / settings["annotations"]
-    annotations = read_annotations(sheet)
+    check_inside(sheet, root)  # the sheet is read like a scan: inside the root, regular, bounded
+    annotations = read_annotations(sheet, max_bytes=max_bytes_of(settings["max_file_mb"]))
     found.use(sheet)
     mesh_root = root / settings["mesh_dir"]
     candidates, listed, rejected_clips = [], set(), {}

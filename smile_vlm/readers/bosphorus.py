@@ -15,6 +15,9 @@ from smile_vlm.readers import check_regular, check_values, read_limited, resolve
 
 _HEADER = struct.Struct("<HHdH")  # nrows, ncols, zmin, len(texture name)
 _COUNT = struct.Struct("<I")
+# Along a row and down a column the grid's pixels are equally far apart; a real scanner stays
+# well within 3x, a swapped header is |rows - cols| x (check_grid_shape).
+MAX_SPACING_RATIO = 3.0
 
 
 @dataclass
@@ -94,7 +97,30 @@ def read_bnt(path: str | Path, *, max_bytes: int | None = None) -> BntScan:
     valid = xyz[..., 2] != header.zmin
     check_values(xyz[valid], path, "coordinates at valid grid points")
     check_values(uv[valid], path, "texture coordinates at valid grid points")
+    check_grid_shape(xyz, valid, path)
     return BntScan(xyz=xyz, valid=valid, uv=uv, texture_name=header.texture_name, zmin=header.zmin)
+
+
+def check_grid_shape(xyz: np.ndarray, valid: np.ndarray, path: Path) -> None:
+    """ScanError when the grid's rows and columns disagree with its points' spacing.
+
+    Neighbouring points of a range grid are one pixel apart in X/Y along a row and down a
+    column alike. A header with rows and columns swapped (same size, so the size check passes)
+    folds the planes into rows of the wrong length: down a column, neighbours then lie about
+    |rows - cols| pixels apart, and the triangulation joins points across the face.
+    """
+    along = np.linalg.norm(np.diff(xyz[..., :2], axis=1), axis=-1)[valid[:, 1:] & valid[:, :-1]]
+    down = np.linalg.norm(np.diff(xyz[..., :2], axis=0), axis=-1)[valid[1:] & valid[:-1]]
+    if len(along) < 2 or len(down) < 2:
+        return  # too few neighbours to tell; the mesh checks decide
+    step_along, step_down = float(np.median(along)), float(np.median(down))
+    if step_along == 0 or step_down == 0:
+        return  # repeated points: the mesh checks name that
+    ratio = max(step_along / step_down, step_down / step_along)
+    if ratio > MAX_SPACING_RATIO:
+        nrows, ncols = valid.shape
+        raise ScanError(path, f"grid points are {step_down:.3g} apart down a column but {step_along:.3g} along a "
+                              f"row ({ratio:.1f}x): the header's {nrows} rows and {ncols} columns look swapped")
 
 
 def bnt_to_mesh(scan: BntScan, path: str | Path, *, require_texture: bool = False) -> Mesh:
@@ -218,8 +244,7 @@ def _floats(row: str, size: int, path: Path, label: str) -> np.ndarray:
         raise ScanError(path, f"non-numeric coordinates for {label!r}: {row!r}") from None
     if values.shape != (size,):
         raise ScanError(path, f"{label!r} has {len(fields)} coordinates, expected {size}")
-    if not np.isfinite(values).all():
-        raise ScanError(path, f"non-finite coordinates for {label!r}")
+    check_values(values, path, f"coordinates for {label!r}")  # 1e39 would become inf in float32
     return values.astype(np.float32)
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from smile_vlm.errors import ScanError
+from smile_vlm.readers import max_bytes_of, read_limited
 from smile_vlm.readers.names import CLASSES
 
 # Normalised header key (lower case, no spaces/underscores) -> our column name.
@@ -33,7 +37,7 @@ _NO_APEX = {"", "/", "-", "--", "n/a", "na", "none"}
 _EMOTION_JOINERS = {"and"}
 
 
-def read_annotations(xlsx: str | Path) -> pd.DataFrame:
+def read_annotations(xlsx: str | Path, *, max_bytes: int | None = None) -> pd.DataFrame:
     """Read the labelling sheet into ANNOTATION_COLUMNS, checking every row cell by cell.
 
     Headers are matched ignoring case, spaces and underscores ('sub_ID', 'Sub ID'). onset,
@@ -46,10 +50,9 @@ def read_annotations(xlsx: str | Path) -> pd.DataFrame:
     make the index read outside the dataset), or a repeated (sub_ID, fold_name).
     """
     xlsx = Path(xlsx)
+    workbook = _read_workbook(xlsx, max_bytes)
     try:
-        sheet = pd.read_excel(xlsx, dtype=object, engine="openpyxl")
-    except FileNotFoundError:
-        raise ScanError(xlsx, "annotation file not found") from None
+        sheet = pd.read_excel(workbook, dtype=object, engine="openpyxl")
     except Exception as err:  # openpyxl raises zipfile/KeyError/... on a damaged workbook
         raise ScanError(xlsx, f"cannot read the annotation workbook: {type(err).__name__}: {err}") from None
     renamed, headers = {}, {}
@@ -93,6 +96,27 @@ def read_annotations(xlsx: str | Path) -> pd.DataFrame:
         problems.append(problem)
     table["problem"] = problems
     return table[ANNOTATION_COLUMNS]
+
+
+def _read_workbook(xlsx: Path, max_bytes: int | None) -> io.BytesIO:
+    """The workbook's bytes, read as a scan is (a regular file within the per-file limit: a FIFO
+    or a link to /dev/zero is refused before any read), whose members also unpack within the limit.
+
+    An .xlsx is a zip: a few KB can declare gigabytes of sheet XML. zipfile never unpacks more
+    than a member's declared size, so checking the declared sizes bounds what openpyxl can unpack.
+    """
+    if not os.path.lexists(xlsx):
+        raise ScanError(xlsx, "annotation file not found")
+    data = read_limited(xlsx, max_bytes)
+    limit = max_bytes_of(None) if max_bytes is None else max_bytes
+    try:
+        unpacked = sum(member.file_size for member in zipfile.ZipFile(io.BytesIO(data)).infolist())
+    except (zipfile.BadZipFile, ValueError) as err:
+        raise ScanError(xlsx, f"cannot read the annotation workbook: not an .xlsx (zip) file: {err}") from None
+    if unpacked > limit:
+        raise ScanError(xlsx, f"workbook unpacks to {unpacked / 2**20:.1f} MB, over the {limit / 2**20:g} MB "
+                              "per-file limit (index.max_file_mb)")
+    return io.BytesIO(data)
 
 
 def _row_problem(cells: pd.Series, row: pd.Series, hot: dict, headers: dict) -> str:

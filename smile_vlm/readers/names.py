@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smile_vlm.errors import ScanError
+from smile_vlm.readers.skeleton import skeleton
 from smile_vlm.settings import dataset_defaults
 
 BASIC_EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
@@ -144,12 +145,13 @@ def frame_number(name: str | Path) -> int:
 
 
 def subject_key(name: str) -> str:
-    """The identity a subject name stands for: Unicode NFKC, stripped, case-folded.
+    """The identity a subject name stands for: Unicode NFKC, stripped, case-folded, then its
+    confusable skeleton (readers/skeleton.py).
 
-    'S01', 's01', 'S01 ' and a full-width 'Ｓ01' are one person; grouping and leakage checks
-    compare these keys, never the raw spelling.
+    'S01', 's01', 'S01 ' and a full-width 'Ｓ01' are one person, and so are a Latin 'A' and a
+    Cyrillic 'А'; grouping and leakage checks compare these keys, never the raw spelling.
     """
-    return unicodedata.normalize("NFKC", str(name)).strip().casefold()
+    return skeleton(unicodedata.normalize("NFKC", str(name)).strip().casefold())
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm.readers import check_values, numbers, read_limited, resolve_texture, scan_texture
-from smile_vlm.readers.vrml import _fan_positions
+from smile_vlm.readers.vrml import fan_positions
 
 _MTLLIB = re.compile(rb"^[ \t]*mtllib[ \t]+(\S[^\r\n]*?)[ \t]*$", re.MULTILINE)
 _MAP_KD = re.compile(r"^[ \t]*map_Kd[ \t]+(?:-\S+[ \t]+\S+[ \t]+)*(\S[^\r\n]*?)[ \t]*$", re.MULTILINE)
@@ -70,6 +70,8 @@ def parse_obj(data: bytes, path: str | Path, *, require_texture: bool = False) -
     lines = _Lines(data, path)
     if not (lines.kinds == _F).any():
         raise ScanError(path, "no faces (no 'f' lines)")
+    if not (lines.kinds == _V).any():
+        raise ScanError(path, "no vertices (no 'v' lines)")
     vertices = lines.values(_V)
     check_values(vertices, path, "vertex coordinates")
     uv = lines.values(_VT) if (lines.kinds == _VT).any() else None
@@ -90,7 +92,7 @@ def parse_obj(data: bytes, path: str | Path, *, require_texture: bool = False) -
         raise ScanError(path, f"line {lines.number(_V, first)}: vertex used by no face ({int((~used).sum())} unused): "
                               "a cut or damaged face list")
 
-    positions = _fan_positions(np.cumsum(per_face) - per_face, per_face)
+    positions = fan_positions(np.cumsum(per_face) - per_face, per_face)
     return Mesh(
         vertices=vertices,
         faces=vertex[positions] - 1,

@@ -75,7 +75,7 @@ def parse_vrml(text: bytes | str, path: str | Path, *, require_texture: bool = F
         raise ScanError(path, "no polygons (missing or empty 'coordIndex [' block)")
     starts, lengths = _polygons(coord_index, path, "coordIndex")
     _check_range(coord_index, len(vertices), path, "coordIndex", "vertices")
-    positions = _fan_positions(starts, lengths)
+    positions = fan_positions(starts, lengths)
     faces = coord_index[positions]
 
     uv = face_uv = None
@@ -95,7 +95,7 @@ def parse_vrml(text: bytes | str, path: str | Path, *, require_texture: bool = F
                 raise ScanError(path, "texCoordIndex does not have the polygon structure of coordIndex")
             uv_index, uv_positions = tex_index, positions
             if not np.array_equal(uv_starts, starts):  # an empty polygon or a last -1 in one list only
-                uv_positions = _fan_positions(uv_starts, lengths)
+                uv_positions = fan_positions(uv_starts, lengths)
         _check_range(uv_index, len(uv), path, "texCoordIndex", "texture coordinates")
         face_uv = uv_index[uv_positions]
     elif tex_index is not None and tex_index.size:
@@ -249,7 +249,7 @@ def _polygons(index: np.ndarray, path: Path, what: str) -> tuple[np.ndarray, np.
     return starts, lengths
 
 
-def _fan_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def fan_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(T, 3) positions of the triangles' corners in a list where each polygon's corners follow
     each other from ``starts``: polygon (c0 .. cn) -> (c0, ck, ck+1), k = 1..n-1."""
     n_triangles = lengths - 2
