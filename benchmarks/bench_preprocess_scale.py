@@ -79,9 +79,10 @@ def check_share(root: Path, settings: dict) -> float:
     from unittest import mock
 
     from smile_vlm import index
+    from smile_vlm.index import dataset as indexing
 
     spent = []
-    real = index.check_candidates
+    real = indexing.check_candidates
 
     def timed(*args, **kwargs):
         start = time.process_time()
@@ -91,7 +92,7 @@ def check_share(root: Path, settings: dict) -> float:
             spent.append(time.process_time() - start)
 
     start = time.process_time()
-    with mock.patch.object(index, "check_candidates", timed):
+    with mock.patch.object(indexing, "check_candidates", timed):
         index.index_dataset("bu4dfe", root, {**settings, "workers": 1})
     return sum(spent) / (time.process_time() - start)
 

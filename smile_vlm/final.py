@@ -78,7 +78,6 @@ def train_final(store_path, folds_csv, variant: dict, settings: dict | None, out
 
 def write_deployable(trained_pt, out_pt, store_path, split: dict, settings: dict, text_bank_file=None) -> None:
     """``trained_pt`` (train_fold's model.pt) plus the ``deploy`` section, written atomically."""
-    from smile_vlm.settings import DEFAULT_EVALUATE
     from smile_vlm.store import open_store, store_table
     from smile_vlm.prompts import build_text_bank
 
@@ -88,7 +87,7 @@ def write_deployable(trained_pt, out_pt, store_path, split: dict, settings: dict
     bank = build_text_bank(settings, classes, text_bank_file)
     table = store_table(store_path).loc[split["train"]]
     counts = _samples_per_class(table, classes, bool(attrs["multi_label"]))
-    options = {**DEFAULT_EVALUATE, **settings.get("evaluate", {})}
+    options = settings["evaluate"]  # complete: settings.resolve_settings
     state["fold"] = None
     state["deploy"] = {
         "format": DEPLOY_FORMAT,
