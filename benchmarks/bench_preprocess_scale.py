@@ -106,10 +106,10 @@ def main() -> None:
     parser.add_argument("--keep", help="generate into (or reuse) this folder and keep it")
     args = parser.parse_args()
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    from smile_vlm.settings import section_defaults
+    from smile_vlm.settings import complete, section_defaults
     from smile_vlm.views import render_views
 
-    render = {**section_defaults("render"), **(config.get("render") or {})}
+    render = complete("render", config.get("render"))
     render = {k: v for k, v in render.items() if k != "threads"}  # as result_settings("render")
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_preprocess_"))

@@ -37,6 +37,7 @@ import torch
 from smile_vlm import atomic
 from smile_vlm.errors import ScanError
 from smile_vlm.folds import fold_samples, read_folds
+from smile_vlm.settings import complete
 
 DEPLOY_FORMAT = 1
 RUN_DIR = "run"  # train_fold's checkpoint, log and plain model.pt live here; resumable
@@ -163,7 +164,7 @@ def model_card(model_pt, table_csv, experiment: str) -> str:
         raise ScanError(model_pt, "not a deployable model (no deploy section): build it with `smile-vlm final-model`")
     settings, variant = state["settings"], state["variant"]
     scores = cross_validated(table_csv, variant.get("name", "smile_vlm"))
-    render = deploy["render"]
+    render = complete("render", deploy["render"])  # a store of an older render section: its defaults
     counts = deploy["samples_per_class"]
     encoders = settings.get("encoders") or {}
     lines = [
@@ -186,7 +187,7 @@ def model_card(model_pt, table_csv, experiment: str) -> str:
         "",
         "- views (yaw, pitch in degrees): " + ", ".join(f"({view['yaw']:g}, {view['pitch']:g})" for view in state["views"]),
         f"- rendering: mode {render.get('mode')}, {deploy['image_size']} px, crop radius {render.get('radius_mm')} mm "
-        f"around the nose tip, units {render.get('units', 'mm')}",
+        f"around the nose tip, units {render['units']}",
         f"- 4D sequences: {render.get('frames')} frames sampled uniformly, {render.get('pooling')} rank pooling "
         "into one dynamic image per view" if deploy["kind"] == "dynamic image" else
         "- static scans: one render per view",
