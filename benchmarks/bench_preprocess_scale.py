@@ -110,7 +110,7 @@ def main() -> None:
     from smile_vlm.views import render_views
 
     render = complete("render", config.get("render"))
-    render = {k: v for k, v in render.items() if k != "threads"}  # as result_settings("render")
+    render = {k: v for k, v in render.items() if k != "threads"}  # as jobs.result_settings(config, "render")
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     root, out = folder / "bu4dfe", folder / "results"
