@@ -108,13 +108,13 @@ PREDICT_KINDS = section_enum("predict", "kind")
 DEFAULT_RENDER = section_defaults("render")
 # What index_dataset reads: the schema's index section, the render.frames the sampled validation
 # follows, and the reading options of the datasets section (a dataset's own keys arrive with its
-# settings). require_texture is no config key: predict's and the tests' indexes set it.
+# settings). require_texture is no config key: a direct call may ask for textures.
 DEFAULT_INDEX = {**section_defaults("index"), "frames": DEFAULT_RENDER["frames"], "require_texture": False,
                  **dataset_defaults("bu4dfe"), **dataset_defaults("bp4d"), **dataset_defaults("4dme")}
-# Sections that ``complete`` fills in.
 # An experiment's table settings (the rule's `table` params): its config entry, and the prompts'
 # source, which the table's rows name.
 DEFAULT_EXPERIMENT = {**definition_defaults("experiment"), "prompts_source": DEFAULT_PROMPTS["source"]}
+# The sections that ``complete`` fills in.
 COMPLETED = {"render": DEFAULT_RENDER, "index": DEFAULT_INDEX, "evaluate": DEFAULT_EVALUATE,
              "pretrain": PRETRAIN_DEFAULTS, "experiment": DEFAULT_EXPERIMENT}
 

@@ -188,10 +188,13 @@ def test_a_moved_project_plans_no_job(workflow_run, tmp_path):
         return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
 
     assert planned_jobs(moved("-n")) == {}
-    for kind in ("input", "params", "code"):
+    for kind in ("input", "code"):
         result = moved("--list-changes", kind)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.strip() == "", f"{kind}: {result.stdout[:1000]}"
+    # `--list-changes params` names every output whatever changed (Snakemake 9 lists the files of
+    # an empty ParamsChange), so params are checked by what they would rerun
+    assert planned_jobs(moved("-n", "--rerun-triggers", "params")) == {}
 
 
 def test_dry_run_of_the_default_config_and_schema_errors(tmp_path):
