@@ -44,4 +44,4 @@ include: "workflow/rules/predict.smk"
 rule all:
     default_target: True
     input:
-        all_targets(),
+        jobs.all_targets(config),

@@ -59,12 +59,13 @@ def build_model(root: Path, subjects: int) -> Path:
 def render_only(samples, workdir: Path) -> None:
     """The render rule's work on the same samples: one render_shard call over a manifest of them."""
     from smile_vlm.render import render_shard
+    from smile_vlm.settings import complete
 
     rows = [{"dataset": "bench", "sample_id": f"s{i}", "subject": "x", "frame": number, "mesh_path": str(path),
              "landmark_path": ""} for i, sample in enumerate(samples) for number, path in sample.frames]
     workdir.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(workdir / "manifest.csv", index=False)
-    render_shard(workdir / "manifest.csv", "bench", "x", workdir / "views", RENDER)
+    render_shard(workdir / "manifest.csv", "bench", "x", workdir / "views", complete("render", RENDER))
 
 
 def main() -> None:

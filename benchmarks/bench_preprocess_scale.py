@@ -79,9 +79,10 @@ def check_share(root: Path, settings: dict) -> float:
     from unittest import mock
 
     from smile_vlm import index
+    from smile_vlm.index import dataset as indexing
 
     spent = []
-    real = index.check_candidates
+    real = indexing.check_candidates
 
     def timed(*args, **kwargs):
         start = time.process_time()
@@ -91,7 +92,7 @@ def check_share(root: Path, settings: dict) -> float:
             spent.append(time.process_time() - start)
 
     start = time.process_time()
-    with mock.patch.object(index, "check_candidates", timed):
+    with mock.patch.object(indexing, "check_candidates", timed):
         index.index_dataset("bu4dfe", root, {**settings, "workers": 1})
     return sum(spent) / (time.process_time() - start)
 
@@ -105,11 +106,11 @@ def main() -> None:
     parser.add_argument("--keep", help="generate into (or reuse) this folder and keep it")
     args = parser.parse_args()
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    from smile_vlm.settings import section_defaults
+    from smile_vlm.settings import complete, section_defaults
     from smile_vlm.views import render_views
 
-    render = {**section_defaults("render"), **(config.get("render") or {})}
-    render = {k: v for k, v in render.items() if k != "threads"}  # as result_settings("render")
+    render = complete("render", config.get("render"))
+    render = {k: v for k, v in render.items() if k != "threads"}  # as jobs.result_settings(config, "render")
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     root, out = folder / "bu4dfe", folder / "results"

@@ -34,6 +34,7 @@ from smile_vlm.dynamic import approximate_rank_pooling, to_uint8  # noqa: E402
 from smile_vlm.mesh import Mesh  # noqa: E402
 from smile_vlm.normalize import canonicalize  # noqa: E402
 from smile_vlm.render import Renderer  # noqa: E402
+from smile_vlm.settings import complete  # noqa: E402
 
 BU4DFE_SEQUENCES, SAMPLED_FRAMES, VIEWS, CORES = 606, 16, 3, 8
 
@@ -130,10 +131,8 @@ def bench_shard(frames_per_sequence: int, rounds: int, corpus: str | None) -> No
     from smile_vlm.sequence import KEEP_PARSED_MB, mesh_bytes
     from smile_vlm.synth import generate
 
-    from smile_vlm.settings import section_defaults
-
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
-    render = {**section_defaults("render"), **(config.get("render") or {})}
+    render = complete("render", config.get("render"))
     folder = Path(corpus) if corpus else Path(tempfile.mkdtemp(prefix="bench_shard_"))
     try:
         root = folder / "bu4dfe"
@@ -206,7 +205,7 @@ def main() -> None:
         bench_shard(args.frames_per_sequence, args.rounds, args.corpus)
         return
 
-    settings = {"mode": args.mode, "size": args.size, "threads": 1, "radius_mm": 90.0}
+    settings = complete("render", {"mode": args.mode, "size": args.size, "threads": 1, "radius_mm": 90.0})
     # slightly different scans, as in a real sequence
     meshes = [face_like_mesh(seed=seed) for seed in range(min(args.meshes, 4))]
     meshes = [meshes[i % len(meshes)] for i in range(args.meshes)]

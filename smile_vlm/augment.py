@@ -51,7 +51,7 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def random_resized_crop(images: torch.Tensor, size: int, generator: torch.Generator,
-                        scale=(0.6, 1.0), ratio=(0.75, 4 / 3), flip_probability: float = 0.0) -> torch.Tensor:
+                        scale, ratio, flip_probability: float) -> torch.Tensor:
     """Crop a random box of each image (area fraction in ``scale``) and resample it to ``size``.
 
     One affine grid per image does crop, resize and optional flip in a single grid_sample.
@@ -76,8 +76,8 @@ def random_resized_crop(images: torch.Tensor, size: int, generator: torch.Genera
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def color_jitter(images: torch.Tensor, generator: torch.Generator, brightness: float = 0.4,
-                 contrast: float = 0.4, probability: float = 0.8) -> torch.Tensor:
+def color_jitter(images: torch.Tensor, generator: torch.Generator, brightness: float,
+                 contrast: float, probability: float) -> torch.Tensor:
     """Random brightness then contrast per image, on [0, 1] images; untouched with 1 - probability."""
     count = images.shape[0]
     apply = _bernoulli(count, probability, generator)
@@ -90,8 +90,7 @@ def color_jitter(images: torch.Tensor, generator: torch.Generator, brightness: f
     return ((images - mean) * contr + mean).clamp(0.0, 1.0)
 
 
-def gaussian_blur(images: torch.Tensor, generator: torch.Generator, sigma=(0.1, 2.0),
-                  probability: float = 0.5) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, generator: torch.Generator, sigma, probability: float) -> torch.Tensor:
     """Separable gaussian blur with a per-image sigma, as one grouped convolution per axis.
 
     Only the images drawn for a blur are convolved: for the others the kernel would be the
@@ -118,7 +117,7 @@ def gaussian_blur(images: torch.Tensor, generator: torch.Generator, sigma=(0.1, 
     return out
 
 
-def gaussian_noise(images: torch.Tensor, generator: torch.Generator, std: float = 0.02) -> torch.Tensor:
+def gaussian_noise(images: torch.Tensor, generator: torch.Generator, std: float) -> torch.Tensor:
     if std <= 0:
         return images
     noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from smile_vlm.readers.names import CLASSES
-from smile_vlm.settings import resolve_variant
+from smile_vlm.settings import prompt_file, resolve_variant, section_keys
 
 # The train, evaluate and figure rules put variant names into file names (wildcard `variant`).
 VARIANT_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -72,16 +72,6 @@ def dataset_classes(config: dict, dataset: str) -> list[str]:
     return classes
 
 
-def prompt_path(name: str | Path) -> Path:
-    """The YAML file of a prompt set: a file stem under ``smile_vlm/prompts/`` or a path.
-
-    The same rule as ``smile_vlm.prompts.prompt_file``, without importing torch.
-    """
-    if str(name).endswith((".yaml", ".yml")):
-        return Path(name)
-    return Path(str(resources.files("smile_vlm").joinpath("prompts", f"{name}.yaml")))
-
-
 def is_synthetic(config: dict, dataset: str) -> bool:
     """Whether the dataset's root is the synthetic generator's output (a rule writes it)."""
     root = config["datasets"][dataset]["root"]
@@ -89,14 +79,11 @@ def is_synthetic(config: dict, dataset: str) -> bool:
 
 
 # ---- cross-references -----------------------------------------------------------------------
-def config_problems(config: dict, vision_keys=None) -> list[str]:
-    """Every broken cross-reference of a schema-valid config, one line each (empty: none).
-
-    ``vision_keys``: what a variant's ``vision:`` may override (the schema's encoders.vision
-    keys); default: the keys of the config's own encoders.vision.
-    """
+def config_problems(config: dict) -> list[str]:
+    """Every broken cross-reference of a schema-valid config, one line each (empty: none)."""
     problems: list[str] = []
-    problems += _variant_problems(config, set(vision_keys or config["encoders"]["vision"]))
+    # what a variant's vision: may override: the keys of the schema's encoders.vision
+    problems += _variant_problems(config, set(section_keys("encoders", "vision")))
     problems += _prompt_file_problems(config)
     for name, experiment in config["experiments"].items():
         problems += _experiment_problems(config, name, experiment)
@@ -173,7 +160,7 @@ def _class_problems(where: str, classes: list[str], known: list[str], dataset: s
 
 
 def _prompt_file_problems(config: dict) -> list[str]:
-    path = prompt_path(config["prompts"]["name"])
+    path = prompt_file(config["prompts"]["name"])
     if _prompt_classes(str(path)) is None:
         return [f"prompts.name: no prompt file {path} with a 'classes' mapping "
                 "(a name under smile_vlm/prompts/ or a .yaml path)"]
@@ -182,7 +169,7 @@ def _prompt_file_problems(config: dict) -> list[str]:
 
 def _prompt_problems(config: dict, where: str, classes: list[str]) -> list[str]:
     name = config["prompts"]["name"]
-    prompt_classes = _prompt_classes(str(prompt_path(name)))
+    prompt_classes = _prompt_classes(str(prompt_file(name)))
     if prompt_classes is None:  # reported once, by _prompt_file_problems
         return []
     missing = [c for c in classes if c not in prompt_classes]

@@ -38,26 +38,14 @@ from smile_vlm.metrics import linear_probe_accuracy, multilabel_probe_accuracy, 
 from smile_vlm.models import image_input, load_trained
 from smile_vlm.prompts import build_text_bank
 from smile_vlm.runtime import select_device
-from smile_vlm.settings import DEFAULT_EVALUATE, resolve_settings
+from smile_vlm.settings import resolve_settings, vision_init_name
 from smile_vlm.targets import FoldTargets
 from smile_vlm.views import view_names
 
 LOG = logging.getLogger(__name__)
 
 
-
 # --------------------------------------------------------------------------- one fold
-
-def vision_init_name(variant: dict) -> str:
-    """Where the trained vision encoder started: "random" (the compact CNN from scratch), the
-    pretrained vision.pt of encoders.vision.init, or the CLIP checkpoint of kind hf_clip."""
-    vision = variant.get("vision") or {}
-    if vision.get("init"):
-        return str(vision["init"])
-    if vision.get("kind") == "hf_clip":
-        return str(vision.get("name_or_path"))
-    return "random"
-
 
 @torch.no_grad()
 def single_view_scores(model, images: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
@@ -131,38 +119,32 @@ def prediction_classes(protocol: dict, split: dict, trained: list[str], checkpoi
     untrained = [name for name in classes if name not in trained]
     if untrained:
         raise ValueError(f"{checkpoint}: classes {untrained} are evaluated but were not trained ({trained})")
-    return classes if protocol.get("predict_classes", "experiment") == "experiment" else list(trained)
+    return classes if protocol["predict_classes"] == "experiment" else list(trained)
 
 
-def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, variant: dict | None,
-                  settings: dict | None, out_json, *, train_store=None, text_bank_file=None) -> dict:
-    """Zero-shot and linear-probe metrics of one fold's test subjects, written atomically as JSON.
+@dataclass
+class FoldRun:
+    """One fold's evaluation inputs, checked: the trained model against the store and the fold it
+    is evaluated on, the classes of the decision and the embedder that scores the store."""
 
-    ``checkpoint`` is the ``model.pt`` of train_fold (it carries the variant it was built with;
-    ``variant`` is only recorded). ``settings``: the same sections as train_fold, plus
-    ``evaluate`` (DEFAULT_EVALUATE).
+    resolved: dict
+    protocol: dict
+    split: dict
+    folds: object  # the folds table (pandas)
+    store_attrs: dict
+    multi_label: bool
+    model: torch.nn.Module
+    saved: dict
+    classes: list
+    targets: FoldTargets
+    embedder: Embedder
 
-    ``store_path`` is the evaluated (test) store. Cross-dataset folds (protocol split "cross") train
-    on another store: its training split is only needed by the linear probe, read from
-    ``train_store`` or else from the path recorded in the checkpoint. ``text_bank_file``: the
-    prompt embeddings of ``smile-vlm text-bank`` (else the text encoder is loaded).
 
-    With ``evaluate.single_view`` the JSON also has ``single_view``: {view name: metrics} where the
-    model sees one view alone (the fusion's view mask drops the others), for SMILE-VLM Table V.
-    """
+def load_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, resolved: dict, *, train_store,
+              text_bank_file, device) -> FoldRun:
+    """The model of ``checkpoint`` ready to score the fold's samples of ``store_path``, after
+    refusing a model made for another store, fold or class list."""
     from smile_vlm.store import open_store
-
-    resolved = resolve_settings(settings)
-    options = {**DEFAULT_EVALUATE, **resolved["evaluate"]}
-    if "score_scale" in options:
-        raise ValueError("evaluate.score_scale is no longer a setting: the multi-label decision uses the "
-                         "model's training logit scale 1/tau; remove it from the config")
-    unknown = set(options) - set(DEFAULT_EVALUATE)
-    if unknown:
-        raise ValueError(f"unknown evaluate settings {sorted(unknown)}")
-    device = select_device(resolved["train"]["device"])
-    if resolved["train"]["threads"]:
-        torch.set_num_threads(int(resolved["train"]["threads"]))
 
     protocol = resolve_protocol(resolved["protocol"])
     split = fold_samples(store_path, folds_csv, repeat, fold, protocol)
@@ -176,59 +158,105 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
     _check_compatible(saved, store_attrs, multi_label, checkpoint, store_path)
     folds = read_folds(folds_csv)
     check_same_fold(saved, _asked(resolved, repeat, fold, split, folds, saved, store_path, train_store), checkpoint)
-    trained = list(saved["classes"])
-    classes = prediction_classes(protocol, split, trained, checkpoint)
+    classes = prediction_classes(protocol, split, list(saved["classes"]), checkpoint)
     targets = FoldTargets(split["store_classes"], classes, multi_label)
     text_bank = build_text_bank(resolved, classes, text_bank_file)
-    class_emb = text_bank.class_embeddings().to(device)
     size, mean, std = image_input(model)
-    embedder = Embedder(model, Augmenter(size, None, mean, std), class_emb, device, int(options["batch_size"]))
-    test = embedder.embed(store_path, split["test"], targets, single_view=bool(options["single_view"]))
-    test_fused, test_weights, test_scores, test_labels, view_scores = test
+    embedder = Embedder(model, Augmenter(size, None, mean, std), text_bank.class_embeddings().to(device), device,
+                        int(resolved["evaluate"]["batch_size"]))
+    return FoldRun(resolved, protocol, split, folds, store_attrs, multi_label, model, saved, classes, targets, embedder)
 
-    scale = decision_scale(model)
+
+def describe_fold(run: FoldRun, repeat: int, fold: int, checkpoint, variant: dict | None) -> dict:
+    """The evaluation JSON's facts about the fold: which model, classes, views, subjects and settings."""
+    split, saved = run.split, run.saved
     prompts_source = saved["settings"]["prompts"]["source"]
     result = {
-        "k": _job_number(folds, repeat, fold),
-        "experiment": resolved["experiment"],
-        "prompts_source": prompts_source, "supervision": model.supervision(prompts_source),
+        "k": _job_number(run.folds, repeat, fold),
+        "experiment": run.resolved["experiment"],
+        "prompts_source": prompts_source, "supervision": run.model.supervision(prompts_source),
         "init": vision_init_name(saved["variant"]),
         "repeat": int(repeat), "fold": int(fold), "checkpoint": str(checkpoint),
         "variant": (variant or {}).get("name") or saved["variant"].get("name"),
-        "classes": classes, "views": list(store_attrs["views"]), "multi_label": multi_label,
+        "classes": run.classes, "views": list(run.store_attrs["views"]), "multi_label": run.multi_label,
         "n_train": int(saved.get("n_train", len(split["train"]))) if split["cross"] else int(len(split["train"])),
         "n_test": int(len(split["test"])),
         "train_subjects": split["train_subjects"], "test_subjects": split["test_subjects"],
-        "protocol": resolved["protocol"], "evaluate": options,
+        "protocol": run.resolved["protocol"], "evaluate": run.resolved["evaluate"],
     }
     if split["cross"]:
         train_dataset = saved.get("train_dataset")
-        result.update({"train_dataset": train_dataset, "test_dataset": split["dataset"], "trained_classes": trained,
-                       "train_subjects": fold_subjects(folds, repeat, fold, train_dataset)["train"]})
+        result.update({"train_dataset": train_dataset, "test_dataset": split["dataset"],
+                       "trained_classes": list(saved["classes"]),
+                       "train_subjects": fold_subjects(run.folds, repeat, fold, train_dataset)["train"]})
+    return result
+
+
+def zero_shot_results(run: FoldRun, test) -> dict:
+    """Zero-shot metrics of the test samples (with each view alone under ``single_view``) and the
+    learned view weights per class."""
+    _, test_weights, test_scores, test_labels, view_scores = test
+    options, classes, multi_label = run.resolved["evaluate"], run.classes, run.multi_label
+    scale = decision_scale(run.model)
+    result = {}
     if multi_label:
         result["multilabel_decision"] = {"rule": options["multilabel_rule"], "scale": scale,
                                          "scale_source": f"training 1/tau, tau = {1 / scale:g}"}
     result.update(zero_shot_metrics(test_scores, test_labels, classes, multi_label, options, scale))
     membership = test_labels.astype(bool) if multi_label else np.eye(len(classes), dtype=bool)[test_labels]
-
     # Only learned fusion weights say which view a class relies on (FACET's CVSA pools uniformly).
     result["view_weights"] = None
-    if model.learns_view_weights:
+    if run.model.learns_view_weights:
         weights = view_weights_per_class(test_weights, membership)
         result["view_weights"] = {name: row.tolist() for name, row in zip(classes, weights)}
     if view_scores is not None:
         result["single_view"] = {name: zero_shot_metrics(scores, test_labels, classes, multi_label, options, scale)
-                                 for name, scores in zip(view_names(list(store_attrs["views"])), view_scores)}
+                                 for name, scores in zip(view_names(list(run.store_attrs["views"])), view_scores)}
+    return result
 
-    result["linear_probe_accuracy"] = None
-    if options["linear_probe"]:
-        train_fused, train_labels, probe_test_labels = _probe_inputs(
-            embedder, saved, checkpoint, split, store_path, (folds_csv, repeat, fold, resolved["protocol"]),
-            targets, test_labels, train_store)
-        seed = int(resolved["train"]["seed"])
-        probe = multilabel_probe_accuracy if multi_label else linear_probe_accuracy
-        result["linear_probe_accuracy"] = probe(train_fused, train_labels, test_fused, probe_test_labels,
-                                                float(options["probe_c"]), seed)
+
+def probe_accuracy(run: FoldRun, test, fold_key: tuple, checkpoint, store_path, train_store) -> float | None:
+    """The linear probe's accuracy on the test embeddings (None when evaluate.linear_probe is off).
+    ``fold_key``: (folds CSV, repeat, fold) of this fold."""
+    if not run.resolved["evaluate"]["linear_probe"]:
+        return None
+    test_fused, _, _, test_labels, _ = test
+    train_fused, train_labels, probe_test_labels = _probe_inputs(
+        run.embedder, run.saved, checkpoint, run.split, store_path, (*fold_key, run.resolved["protocol"]),
+        run.targets, test_labels, train_store)
+    probe = multilabel_probe_accuracy if run.multi_label else linear_probe_accuracy
+    return probe(train_fused, train_labels, test_fused, probe_test_labels,
+                 float(run.resolved["evaluate"]["probe_c"]), int(run.resolved["train"]["seed"]))
+
+
+def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, variant: dict | None,
+                  settings: dict | None, out_json, *, train_store=None, text_bank_file=None) -> dict:
+    """Zero-shot and linear-probe metrics of one fold's test subjects, written atomically as JSON.
+
+    ``checkpoint`` is the ``model.pt`` of train_fold (it carries the variant it was built with;
+    ``variant`` is only recorded). ``settings``: the same sections as train_fold, plus
+    ``evaluate``.
+
+    ``store_path`` is the evaluated (test) store. Cross-dataset folds (protocol split "cross") train
+    on another store: its training split is only needed by the linear probe, read from
+    ``train_store`` or else from the path recorded in the checkpoint. ``text_bank_file``: the
+    prompt embeddings of ``smile-vlm text-bank`` (else the text encoder is loaded).
+
+    With ``evaluate.single_view`` the JSON also has ``single_view``: {view name: metrics} where the
+    model sees one view alone (the fusion's view mask drops the others), for SMILE-VLM Table V.
+    """
+    resolved = resolve_settings(settings)
+    device = select_device(resolved["train"]["device"])
+    if resolved["train"]["threads"]:
+        torch.set_num_threads(int(resolved["train"]["threads"]))
+    run = load_fold(store_path, folds_csv, repeat, fold, checkpoint, resolved, train_store=train_store,
+                    text_bank_file=text_bank_file, device=device)
+    test = run.embedder.embed(store_path, run.split["test"], run.targets,
+                              single_view=bool(resolved["evaluate"]["single_view"]))
+    result = describe_fold(run, repeat, fold, checkpoint, variant)
+    result.update(zero_shot_results(run, test))
+    result["linear_probe_accuracy"] = probe_accuracy(run, test, (folds_csv, repeat, fold), checkpoint, store_path,
+                                                     train_store)
 
     atomic.write_json(out_json, _nan_to_none(result))
     LOG.info("%s fold %s (%s, %d test samples): zero-shot accuracy %.2f %%, macro-F1 %.4f, linear probe %s",

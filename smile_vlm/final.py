@@ -37,6 +37,7 @@ import torch
 from smile_vlm import atomic
 from smile_vlm.errors import ScanError
 from smile_vlm.folds import fold_samples, read_folds
+from smile_vlm.settings import complete
 
 DEPLOY_FORMAT = 1
 RUN_DIR = "run"  # train_fold's checkpoint, log and plain model.pt live here; resumable
@@ -78,7 +79,6 @@ def train_final(store_path, folds_csv, variant: dict, settings: dict | None, out
 
 def write_deployable(trained_pt, out_pt, store_path, split: dict, settings: dict, text_bank_file=None) -> None:
     """``trained_pt`` (train_fold's model.pt) plus the ``deploy`` section, written atomically."""
-    from smile_vlm.settings import DEFAULT_EVALUATE
     from smile_vlm.store import open_store, store_table
     from smile_vlm.prompts import build_text_bank
 
@@ -88,7 +88,7 @@ def write_deployable(trained_pt, out_pt, store_path, split: dict, settings: dict
     bank = build_text_bank(settings, classes, text_bank_file)
     table = store_table(store_path).loc[split["train"]]
     counts = _samples_per_class(table, classes, bool(attrs["multi_label"]))
-    options = {**DEFAULT_EVALUATE, **settings.get("evaluate", {})}
+    options = settings["evaluate"]  # complete: settings.resolve_settings
     state["fold"] = None
     state["deploy"] = {
         "format": DEPLOY_FORMAT,
@@ -164,7 +164,7 @@ def model_card(model_pt, table_csv, experiment: str) -> str:
         raise ScanError(model_pt, "not a deployable model (no deploy section): build it with `smile-vlm final-model`")
     settings, variant = state["settings"], state["variant"]
     scores = cross_validated(table_csv, variant.get("name", "smile_vlm"))
-    render = deploy["render"]
+    render = complete("render", deploy["render"])  # a store of an older render section: its defaults
     counts = deploy["samples_per_class"]
     encoders = settings.get("encoders") or {}
     lines = [
@@ -187,7 +187,7 @@ def model_card(model_pt, table_csv, experiment: str) -> str:
         "",
         "- views (yaw, pitch in degrees): " + ", ".join(f"({view['yaw']:g}, {view['pitch']:g})" for view in state["views"]),
         f"- rendering: mode {render.get('mode')}, {deploy['image_size']} px, crop radius {render.get('radius_mm')} mm "
-        f"around the nose tip, units {render.get('units', 'mm')}",
+        f"around the nose tip, units {render['units']}",
         f"- 4D sequences: {render.get('frames')} frames sampled uniformly, {render.get('pooling')} rank pooling "
         "into one dynamic image per view" if deploy["kind"] == "dynamic image" else
         "- static scans: one render per view",

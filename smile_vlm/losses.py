@@ -181,20 +181,20 @@ def smile_vlm_loss(
     z_fused: Tensor,
     z_text: Tensor,
     *,
-    alpha: float = 1.0,
-    beta: float = 1.0,
-    gamma: float = 1.0,
-    lambd_mv_bt: float = BARLOW_TWINS_LAMBDA,
-    lambd_red_min: float = BARLOW_TWINS_LAMBDA,
-    tau: float = CLIP_TEMPERATURE,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    lambd_mv_bt: float,
+    lambd_red_min: float,
+    tau: float,
+    mv_bt_reduction: str,
+    red_min_target: str,
     view_mask: Tensor | None = None,
-    mv_bt_reduction: str = "mean_matrix",
-    red_min_target: str = "identity",
 ) -> dict[str, Tensor]:
     """The SMILE-VLM objective (Eq. 10): alpha L_mv-bt + beta L_vl-align + gamma L_red-min.
 
     Returns ``{"mv_bt", "vl_align", "red_min", "total"}``. The paper gives no values for alpha,
-    beta, gamma; the defaults 1, 1, 1 are ours. A term whose weight is 0 is not computed (its entry
+    beta, gamma; every weight is the variant's ``loss`` setting (the schema's variant_defaults). A term whose weight is 0 is not computed (its entry
     is a zero tensor), so ablations cost nothing.
     """
     zero = z_fused.new_zeros((), dtype=torch.float32)

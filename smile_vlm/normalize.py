@@ -12,21 +12,19 @@ import numpy as np
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
-from smile_vlm.settings import section_defaults
 
 MILLIMETRES_PER_UNIT = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 NOSE_TIP_KEYS = ("nose_tip", "Nose tip")  # ours, and the Bosphorus .lm3 label
 
 
-def canonicalize(mesh: Mesh, settings: dict | None = None) -> Mesh:
+def canonicalize(mesh: Mesh, settings: dict) -> Mesh:
     """Return a new Mesh centred on the nose tip, cropped to ``radius_mm`` and scaled by 1/radius.
 
-    settings:
+    settings (the complete render section, ``settings.complete("render", ...)``):
       radius_mm  crop radius around the nose tip, in millimetres (render.radius_mm).
       units      unit of the input vertices: "mm" (BU, Bosphorus), "cm" (ICT-FaceKit), "m" (render.units).
       scale      millimetres per input unit; overrides ``units`` when given.
     """
-    settings = {**section_defaults("render"), **(settings or {})}
     radius_mm = float(settings["radius_mm"])
     if radius_mm <= 0:
         raise ValueError(f"radius_mm must be positive, got {radius_mm}")

@@ -40,12 +40,13 @@ from smile_vlm import atomic
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm.readers import MESH_EXTENSIONS
+from smile_vlm.settings import DEFAULT_PREDICT, PREDICT_KINDS
 
 log = logging.getLogger(__name__)
 
 SCAN_EXTENSIONS = MESH_EXTENSIONS + (".ply",)
 DYNAMIC_KIND = "dynamic image"
-INPUT_KINDS = ("auto", "scan", "sequence")
+INPUT_KINDS = PREDICT_KINDS  # the schema's predict.kind
 # Render settings that change how fast a render runs, not its pixels.
 RUNTIME_RENDER_KEYS = ("backend", "threads", "keep_frames")
 DEFAULT_CHUNK = 16  # samples rendered per render_shard call (one GL context each)
@@ -203,14 +204,14 @@ class Predictor:
         from smile_vlm.augment import Augmenter
         from smile_vlm.evaluate import decision_scale
         from smile_vlm.models import image_input, load_trained
-        from smile_vlm.settings import DEFAULT_EVALUATE, section_defaults
+        from smile_vlm.settings import complete
         from smile_vlm.views import render_views, view_names
 
         self.model_path = Path(model_path)
         state = _state(self.model_path)
         self.state = state
         self.preparation = _preparation(state, self.model_path)
-        render = {**section_defaults("render"), **self.preparation["render"]}
+        render = complete("render", self.preparation["render"])
         if units is not None:
             render["units"] = units
         self.render_settings = render
@@ -222,7 +223,7 @@ class Predictor:
         self.view_names = view_names(self.views)
         self.sequences = self.preparation.get("kind") == DYNAMIC_KIND
         self.multi_label = bool(state.get("multi_label", False))
-        evaluate = {**DEFAULT_EVALUATE, **(state["settings"].get("evaluate") or {})}
+        evaluate = complete("evaluate", state["settings"].get("evaluate"))
         self.multilabel_rule = self.preparation.get("multilabel_rule", evaluate["multilabel_rule"])
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -390,7 +391,7 @@ def records_table(records: list[dict], classes: list[str], view_names: list[str]
 
 
 def predict_paths(model_path, inputs, out_csv=None, out_json=None, *, classes=None, prompts=None,
-                  kind: str = "auto", device: str = "cpu", batch_size: int = 32, units: str | None = None,
+                  kind: str = DEFAULT_PREDICT["kind"], device: str = "cpu", batch_size: int = 32, units: str | None = None,
                   echo=None) -> list[dict]:
     """Predict every sample of ``inputs``; write the CSV / JSON atomically; return the records.
 

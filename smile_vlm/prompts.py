@@ -24,17 +24,12 @@ import yaml
 from torch import Tensor
 
 from smile_vlm.errors import ScanError
+from smile_vlm.settings import DEFAULT_PROMPTS, prompt_file
 
-PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 BANK_FORMAT = 1
 
 
-def prompt_file(name: str | Path) -> Path:
-    """The YAML file of a prompt set: a file stem under ``smile_vlm/prompts/`` or a path."""
-    return Path(name) if str(name).endswith((".yaml", ".yml")) else PROMPT_DIR / f"{name}.yaml"
-
-
-def load_prompts(name: str | Path = "emotions", classes: list[str] | None = None) -> dict[str, list[str]]:
+def load_prompts(name: str | Path = DEFAULT_PROMPTS["name"], classes: list[str] | None = None) -> dict[str, list[str]]:
     """``{class: [prompt, ...]}`` from a prompt file: descriptions, then every template x synonym.
 
     ``name`` is a file stem under ``smile_vlm/prompts/`` or a path to a YAML file. ``classes``

@@ -20,6 +20,7 @@ from smile_vlm.dynamic import approximate_rank_pooling, exact_rank_pooling, samp
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize
+from smile_vlm.progress import ProgressLog
 from smile_vlm.renderer import (
     MODES,
     PLATFORMS,
@@ -32,7 +33,6 @@ from smile_vlm.renderer import (
     view_rotation,
 )
 from smile_vlm.sequence import KEEP_PARSED_MB, SEQUENCE_CROP_MARGIN, canonicalize_wide, render_sequence
-from smile_vlm.settings import section_defaults
 
 # The renderer's names stay importable from here (the CLI, predict and pretrain import them so).
 __all__ = ["MODES", "PLATFORMS", "SEQUENCE_CROP_MARGIN", "Renderer", "ShardJob", "canonicalize_wide", "light_pose",
@@ -47,7 +47,7 @@ def render_shard(
     dataset: str,
     subject: str,
     out_dir: str | Path,
-    settings: dict | None = None,
+    settings: dict,
     *,
     mesh_reader: Callable[[str], Mesh] | None = None,
     lm3_reader: Callable[[str], dict] | None = None,
@@ -55,7 +55,8 @@ def render_shard(
 ) -> None:
     """Render every sample of one subject; 4D samples become one dynamic image per view.
 
-    settings: the Renderer settings plus canonicalize's (radius_mm, units, scale) and
+    settings: the complete render section (``settings.complete("render", ...)``, resolved by the
+    command): the Renderer's settings, canonicalize's (radius_mm, units, scale) and
       frames    frames sampled uniformly per 4D sequence before rendering (int, default 16, or "all")
       pooling   "approximate" (default) or "exact" rank pooling
       keep_frames  also write each sampled frame's views as <sample_id>_f<frame>_v<view>.png (false)
@@ -69,9 +70,10 @@ def render_shard(
     images are the same whatever it is; sequence.KEEP_PARSED_MB).
     """
     started = time.perf_counter()
-    job = ShardJob(settings or {}, Path(out_dir), mesh_reader or _default_mesh_reader,
+    job = ShardJob(settings, Path(out_dir), mesh_reader or _default_mesh_reader,
                    lm3_reader or _default_lm3_reader, keep_parsed_mb)
     rows = subject_rows(manifest_csv, dataset, subject)
+    progress = ProgressLog(log, f"{dataset}/{subject}", rows["sample_id"].nunique(), "samples rendered")
     with Renderer(job.settings) as job.renderer:
         for sample_id, sample in rows.groupby("sample_id", sort=False):
             sample = sample.sort_values("frame", kind="stable")
@@ -81,6 +83,7 @@ def render_shard(
                 views, n_frames = job.render_dynamic(sample_id, sample)
             if views is not None:
                 job.write_sample(sample_id, views, n_frames)
+            progress.step()
     job.finish(f"{dataset}/{subject}", rows["sample_id"].nunique(), time.perf_counter() - started)
 
 
@@ -100,7 +103,7 @@ class ShardJob:
     """
 
     def __init__(self, settings: dict, out_dir: Path, read_mesh, read_lm3, keep_parsed_mb: float):
-        self.settings = settings = {**section_defaults("render"), **settings}
+        self.settings = settings
         self.pool = _pooling(settings["pooling"])
         self.n_sampled = settings["frames"]
         self.keep_frames = bool(settings["keep_frames"])

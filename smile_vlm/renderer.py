@@ -23,7 +23,6 @@ from smile_vlm.errors import ScanError
 from smile_vlm.glcheck import require_pyopengl
 from smile_vlm.lambert import install_program_cache
 from smile_vlm.mesh import Mesh
-from smile_vlm.settings import section_defaults
 from smile_vlm.views import render_views
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def nvidia_gpu_present() -> bool:
     return os.path.exists("/dev/nvidiactl") or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
-def select_gl_platform(backend: str = "osmesa") -> str:
+def select_gl_platform(backend: str) -> str:
     """Export PYOPENGL_PLATFORM (an already exported value wins) and return it.
 
     ``backend="auto"`` takes EGL where an NVIDIA GPU is present and OSMesa elsewhere: Mesa's EGL
@@ -126,12 +125,11 @@ def split_by_uv(mesh: Mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class Renderer:
     """Renders canonical meshes from fixed views with ONE reused OffscreenRenderer.
 
-    settings: the render section (backend, threads, yaws, pitches, size, mode, camera_distance);
-    what is left out takes the schema's default.
+    settings: the complete render section (backend, threads, yaws, pitches, size, mode,
+    camera_distance; ``settings.complete("render", ...)``).
     """
 
-    def __init__(self, settings: dict | None = None):
-        settings = {**section_defaults("render"), **(settings or {})}
+    def __init__(self, settings: dict):
         self.mode = settings["mode"]
         if self.mode not in MODES:
             raise ValueError(f"render mode must be one of {MODES}, got {self.mode!r}")

@@ -37,6 +37,7 @@ import yaml
 
 from smile_vlm.atomic import write_csv
 from smile_vlm.errors import ScanError
+from smile_vlm.settings import RANDOM_INIT, complete
 
 # Metrics that a single-label evaluation JSON carries (fractions) and their table columns.
 _SCALAR_METRICS = {
@@ -47,8 +48,6 @@ _SCALAR_METRICS = {
 ID_COLUMNS = ["source", "method", "fold", "setting", "prompts", "supervision", "init", "decision", "n_test"]
 _TEXT_COLUMNS = ("prompts", "supervision", "init", "decision")  # per-row facts a method's mean row keeps
 REPORTED_MARK = "reported on the real dataset"
-# The vision encoder's start when an evaluation does not name one (older JSONs): from scratch.
-RANDOM_INIT = "random"
 
 
 def paper_labels(kind: str) -> dict[str, str]:
@@ -188,9 +187,10 @@ def reported_frame(name: str, multi_label: bool) -> pd.DataFrame:
 
 
 def build_table(experiment: dict, evals: list[str | Path]) -> pd.DataFrame:
-    prompts_source = experiment.get("prompts_source", "label")
+    experiment = complete("experiment", experiment)
+    prompts_source = experiment["prompts_source"]
     # Single-view rows only where the paper's table has them (Table V: left, right, front).
-    folds = fold_rows(evals, prompts_source, view_rows=bool(experiment.get("view_rows", False)))
+    folds = fold_rows(evals, prompts_source, view_rows=bool(experiment["view_rows"]))
     multi_label, classes = folds.attrs["multi_label"], folds.attrs["classes"]
     ours = pd.concat([folds, summarize(folds)], ignore_index=True)
     ours["_fold_rank"] = ours["fold"].map(lambda f: int(f) if str(f).isdigit() else 10**9)

@@ -17,7 +17,6 @@ import pandas as pd
 from smile_vlm.dynamic import apply_support, common_support
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
-from smile_vlm.settings import section_defaults
 
 # Frames of a 4D sequence are cropped to this many crop radii (whole triangles), so that every
 # triangle that reaches into the crop sphere is drawn; the sphere itself is then cut per pixel
@@ -36,7 +35,7 @@ def canonicalize_wide(mesh: Mesh, settings: dict) -> Mesh:
     Whole triangles are kept as before, but out to beyond the crop sphere, so that the sphere
     is then cut per pixel (``Renderer.render_with_support``) on a surface with no holes at it.
     """
-    radius_mm = float({**section_defaults("render"), **settings}["radius_mm"])
+    radius_mm = float(settings["radius_mm"])
     wide = canonicalize(mesh, {**settings, "radius_mm": radius_mm * SEQUENCE_CROP_MARGIN})
     return dataclasses.replace(
         wide,

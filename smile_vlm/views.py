@@ -11,22 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from smile_vlm.settings import section_defaults
-
-# Render's defaults (the schema's render.yaws / render.pitches): front, left and right profile at eye level.
-DEFAULT_YAWS = tuple(section_defaults("render")["yaws"])
-DEFAULT_PITCHES = tuple(section_defaults("render")["pitches"])
 
 
 def render_views(render: Mapping) -> list[dict]:
-    """Every view of the render settings ``render`` (``yaws``, ``pitches``), in render's order.
+    """Every view of the (complete) render settings ``render`` (``yaws``, ``pitches``), in render's order.
 
     The angles are kept as given (a config's ``30`` stays an int), so the store's ``views``
     attribute and the pack rule's params read exactly as they always did.
     """
-    yaws = render.get("yaws", DEFAULT_YAWS)
-    pitches = render.get("pitches", DEFAULT_PITCHES)
-    return [{"yaw": yaw, "pitch": pitch} for pitch in pitches for yaw in yaws]
+    return [{"yaw": yaw, "pitch": pitch} for pitch in render["pitches"] for yaw in render["yaws"]]
 
 
 def view_name(view, degrees: bool = False) -> str:

@@ -18,6 +18,7 @@ from scipy import ndimage
 from smile_vlm.dynamic import approximate_rank_pooling, approximate_rank_pooling_weights
 from smile_vlm.mesh import Mesh
 from smile_vlm.render import render_shard
+from smile_vlm.settings import complete
 from smile_vlm.synth.face import FaceModel
 from smile_vlm.synth.identity import sample_identity
 
@@ -64,7 +65,7 @@ def dynamic_image(tmp_path, meshes: list[Mesh], mode: str = "shaded") -> tuple[n
     pd.DataFrame([manifest_row("seq", t) for t in range(len(meshes))]).to_csv(tmp_path / "m.csv", index=False)
     by_path = {f"seq/{t}": mesh for t, mesh in enumerate(meshes)}
     settings = {"mode": mode, "size": SIZE, "yaws": [0], "frames": "all", "keep_frames": True}
-    render_shard(tmp_path / "m.csv", "toy", "S", tmp_path / "out", settings, mesh_reader=by_path.__getitem__)
+    render_shard(tmp_path / "m.csv", "toy", "S", tmp_path / "out", complete("render", settings), mesh_reader=by_path.__getitem__)
     frames = np.stack([np.asarray(Image.open(tmp_path / "out" / f"seq_f{t}_v0.png"), dtype=np.float64).mean(-1)
                        for t in range(len(meshes))])
     energy = np.abs(approximate_rank_pooling(frames)) / np.abs(approximate_rank_pooling_weights(len(meshes))).sum()

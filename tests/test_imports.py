@@ -44,12 +44,12 @@ def test_the_probe_sees_torch_when_it_is_loaded():
 def test_building_the_dag_loads_no_torch():
     statements = workflow_imports()
     # the parser found the workflow's own imports (so an empty list cannot pass)
-    assert "from smile_vlm import configcheck" in statements
-    assert "from smile_vlm.views import render_views" in statements
+    assert "from smile_vlm import configcheck, jobs" in statements
     assert heavy_modules_after(statements) == []
 
 
 @pytest.mark.parametrize("module", ["smile_vlm.store", "smile_vlm.views", "smile_vlm.report",
-                                    "smile_vlm.summary", "smile_vlm.figures", "smile_vlm.cli"])
+                                    "smile_vlm.summary", "smile_vlm.figures", "smile_vlm.cli",
+                                    "smile_vlm.jobs", "smile_vlm.corpus", "smile_vlm.render", "smile_vlm.index"])
 def test_preprocessing_and_reporting_modules_load_no_torch(module):
     assert heavy_modules_after([f"import {module}"]) == []

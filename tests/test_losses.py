@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from smile_vlm.losses import (
+    BARLOW_TWINS_LAMBDA,
+    CLIP_TEMPERATURE,
     batch_standardize,
     multiview_consistency_loss,
     mv_bt_loss,
@@ -153,13 +155,16 @@ def test_smile_vlm_loss_weights_terms_as_eq_10():
     generator = torch.Generator().manual_seed(7)
     z_a, z_b, z_views = torch.randn(3, 6, 2, 4, generator=generator)
     z_fused, z_text = torch.randn(2, 6, 4, generator=generator)
-    terms = smile_vlm_loss(z_a, z_b, z_views, z_fused, z_text, alpha=0.5, beta=2.0, gamma=0.1)
+    paper = {"lambd_mv_bt": BARLOW_TWINS_LAMBDA, "lambd_red_min": BARLOW_TWINS_LAMBDA, "tau": CLIP_TEMPERATURE,
+             "mv_bt_reduction": "mean_matrix", "red_min_target": "identity"}
+    terms = smile_vlm_loss(z_a, z_b, z_views, z_fused, z_text, alpha=0.5, beta=2.0, gamma=0.1, **paper)
     assert set(terms) == {"mv_bt", "vl_align", "red_min", "total"}
     torch.testing.assert_close(terms["mv_bt"], mv_bt_loss(z_a, z_b))
     torch.testing.assert_close(terms["vl_align"], vl_align_loss(z_views, z_fused, z_text))
     torch.testing.assert_close(terms["red_min"], red_min_loss(z_fused, z_text))
     torch.testing.assert_close(terms["total"], 0.5 * terms["mv_bt"] + 2.0 * terms["vl_align"] + 0.1 * terms["red_min"])
-    assert smile_vlm_loss(z_a, z_b, z_views, z_fused, z_text, gamma=0.0)["red_min"].item() == 0.0
+    assert smile_vlm_loss(z_a, z_b, z_views, z_fused, z_text, alpha=1.0, beta=1.0, gamma=0.0,
+                          **paper)["red_min"].item() == 0.0
 
 
 def test_consistency_sym_kl_by_hand():

@@ -92,7 +92,7 @@ def test_training_losses_are_eq_10_on_the_model_embeddings():
     with torch.no_grad():
         z_views = model.encode_views(clean)
         expected = smile_vlm_loss(model.encode_views(views_a), model.encode_views(views_b), z_views,
-                                  model.fuse(z_views)[0], text, alpha=1.0, gamma=0.5)
+                                  model.fuse(z_views)[0], text, **{**model.loss_settings, "alpha": 1.0, "gamma": 0.5})
     for name in ("mv_bt", "vl_align", "red_min", "total"):
         torch.testing.assert_close(terms[name], expected[name])
 

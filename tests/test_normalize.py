@@ -6,6 +6,7 @@ import pytest
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize, estimate_nose_tip
+from smile_vlm.settings import complete
 from ict_data import ICT_DIR
 
 
@@ -26,7 +27,7 @@ def test_landmark_nose_tip_goes_to_origin_and_scale_is_one_over_radius():
     vertices, faces = grid_face()
     nose = np.array([5.0, -3.0, 2.0])
     mesh = Mesh(vertices, faces, landmarks={"nose_tip": nose, "chin": nose + [0.0, -45.0, 0.0]})
-    out = canonicalize(mesh, {"radius_mm": 50.0})
+    out = canonicalize(mesh, complete("render", {"radius_mm": 50.0}))
     np.testing.assert_allclose(out.landmarks["nose_tip"], 0.0, atol=1e-6)
     np.testing.assert_allclose(out.landmarks["chin"], [0.0, -0.9, 0.0], atol=1e-6)
     # a vertex kept by the crop is moved and scaled exactly
@@ -37,7 +38,7 @@ def test_landmark_nose_tip_goes_to_origin_and_scale_is_one_over_radius():
 def test_bosphorus_label_is_accepted_as_nose_tip():
     vertices, faces = grid_face()
     mesh = Mesh(vertices, faces, landmarks={"Nose tip": np.array([0.0, 0.0, -10.0])})
-    out = canonicalize(mesh, {})
+    out = canonicalize(mesh, complete("render", {}))
     np.testing.assert_allclose(out.landmarks["Nose tip"], 0.0, atol=1e-6)
 
 
@@ -51,7 +52,7 @@ def test_geometric_nose_tip_ignores_a_stray_point_in_front():
     all_faces = np.concatenate([faces, [[len(vertices), len(vertices) + 1, len(vertices) + 2]]])
     np.testing.assert_allclose(estimate_nose_tip(all_vertices), true_tip)
 
-    out = canonicalize(Mesh(all_vertices, all_faces), {"radius_mm": 90.0})
+    out = canonicalize(Mesh(all_vertices, all_faces), complete("render", {"radius_mm": 90.0}))
     assert out.n_vertices < len(all_vertices)
     assert np.linalg.norm(out.vertices, axis=1).max() <= 1.0 + 1e-6
     assert np.isclose(np.linalg.norm(out.vertices, axis=1).min(), 0.0, atol=1e-7)  # the tip itself
@@ -69,7 +70,7 @@ def test_crop_drops_faces_with_any_vertex_outside_and_keeps_face_uv_consistent()
     face_uv = np.arange(3 * n)[::-1].reshape(n, 3)  # per-corner UVs, not aligned with vertices
     mesh = Mesh(vertices, faces, uv=uv, face_uv=face_uv, landmarks={"nose_tip": np.zeros(3)})
 
-    out = canonicalize(mesh, {"radius_mm": 3.5})
+    out = canonicalize(mesh, complete("render", {"radius_mm": 3.5}))
     # triangle i reaches x = i + 1, so i = 0, 1, 2 stay; triangle 3 goes although two of its
     # corners (x = 3 and the bottom one at 3.04 mm) are inside
     assert out.n_faces == 3
@@ -82,8 +83,8 @@ def test_units_cm_and_explicit_scale():
     vertices, faces = grid_face()
     vertices = vertices / 10.0  # the same face in cm
     tip = vertices[np.argmax(vertices[:, 2])]
-    out_cm = canonicalize(Mesh(vertices, faces), {"units": "cm", "radius_mm": 90.0})
-    out_scale = canonicalize(Mesh(vertices, faces), {"scale": 10.0, "radius_mm": 90.0})
+    out_cm = canonicalize(Mesh(vertices, faces), complete("render", {"units": "cm", "radius_mm": 90.0}))
+    out_scale = canonicalize(Mesh(vertices, faces), complete("render", {"scale": 10.0, "radius_mm": 90.0}))
     np.testing.assert_allclose(out_cm.vertices, out_scale.vertices)
     corner = vertices[np.argmin(np.linalg.norm(vertices - [-3.0, -3.0, 0.0], axis=1))]  # ~5 cm from the tip
     expected = (corner - tip) * 10.0 / 90.0
@@ -94,18 +95,18 @@ def test_nothing_left_is_a_scan_error_naming_the_file():
     vertices, faces = grid_face()
     mesh = Mesh(vertices, faces, source=Path("scans/F0001.wrl"), landmarks={"nose_tip": np.array([0, 0, 900.0])})
     with pytest.raises(ScanError) as info:
-        canonicalize(mesh, {"radius_mm": 90.0})
+        canonicalize(mesh, complete("render", {"radius_mm": 90.0}))
     assert info.value.path == str(Path("scans/F0001.wrl"))
     assert "90" in info.value.reason
 
 
 def test_empty_and_broken_meshes_are_scan_errors():
     with pytest.raises(ScanError):
-        canonicalize(Mesh(np.zeros((0, 3)), np.zeros((0, 3))), {})
+        canonicalize(Mesh(np.zeros((0, 3)), np.zeros((0, 3))), complete("render", {}))
     with pytest.raises(ScanError):
-        canonicalize(Mesh(np.zeros((3, 3)), [[0, 1, 5]]), {})
+        canonicalize(Mesh(np.zeros((3, 3)), [[0, 1, 5]]), complete("render", {}))
     with pytest.raises(ScanError):
-        canonicalize(Mesh([[0, 0, 0], [1, 0, np.nan], [0, 1, 0]], [[0, 1, 2]]), {})
+        canonicalize(Mesh([[0, 0, 0], [1, 0, np.nan], [0, 1, 0]], [[0, 1, 2]]), complete("render", {}))
 
 
 def read_obj_geometry(path):
@@ -125,7 +126,7 @@ def read_obj_geometry(path):
 def test_ict_facekit_neutral_head():
     vertices, faces = read_obj_geometry(ICT_DIR / "generic_neutral_mesh.obj")
     assert vertices.shape == (26719, 3)
-    out = canonicalize(Mesh(vertices, faces), {"units": "cm", "radius_mm": 90.0})
+    out = canonicalize(Mesh(vertices, faces), complete("render", {"units": "cm", "radius_mm": 90.0}))
     # the nose tip is the frontmost vertex of the face sub-mesh (vertices 0..9408)
     face_tip = vertices[:9409][np.argmax(vertices[:9409, 2])]
     assert abs(face_tip[0]) < 0.1  # on the midline

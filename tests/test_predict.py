@@ -18,6 +18,7 @@ import smile_vlm.models.encoders as encoders
 from smile_vlm import cli
 from smile_vlm.errors import ScanError
 from smile_vlm.readers.names import BU4DFE_FOLDERS, CLASSES
+from smile_vlm.settings import complete
 from test_train import HashedTextEncoder
 
 EMOTIONS = CLASSES["bu4dfe"]
@@ -52,7 +53,7 @@ def bu4dfe_store(root, synth: dict, render: dict):
     manifest = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
     shards = []
     for subject in sorted(manifest["subject"].unique()):
-        render_shard(root / "manifest.csv", "bu4dfe", subject, root / "views" / subject, render)
+        render_shard(root / "manifest.csv", "bu4dfe", subject, root / "views" / subject, complete("render", render))
         shards.append(root / "views" / subject / "index.csv")
     store = root / "store.zarr"
     pack_store(root / "manifest.csv", shards, store, "bu4dfe",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from smile_vlm import pretrain
+from smile_vlm import corpus, pretrain
 from smile_vlm.models.encoders import load_vision_encoder
 from smile_vlm.errors import ScanError
 from smile_vlm.synth import layouts
@@ -30,7 +30,7 @@ def tiny_settings(**overrides) -> dict:
 def corpus_dir(tmp_path_factory):
     """One tiny corpus shared by the runs below (each run copies it into its own folder)."""
     folder = tmp_path_factory.mktemp("corpus")
-    pretrain.load_or_build_corpus(pretrain.resolve(tiny_settings()), folder / "corpus.npz")
+    corpus.load_or_build_corpus(pretrain.resolve(tiny_settings()), folder / "corpus.npz")
     return folder
 
 
@@ -55,14 +55,14 @@ def _evaluation_settings(face_source="procedural"):
 
 def test_pretraining_identities_share_no_seed_key_or_subject_id_with_any_dataset():
     settings = pretrain.resolve({"pretrain": {"identities": 300, "ict_dir": str(ICT_DIR)}})["pretrain"]
-    identities = pretrain.corpus_identities(settings)
+    identities = corpus.corpus_identities(settings)
     evaluation = _evaluation_settings()
     eval_subjects = {sid for d in layouts.DATASETS for sid in layouts.subject_ids(d, 100)}
     assert not {i.subject for i in identities} & eval_subjects
     # a generator is fixed by its seed key: no pretraining key (identity or sample) is a dataset's
     eval_keys = {tuple(np.random.SeedSequence([evaluation["seed"], code, s, k]).entropy)
                  for code in range(len(layouts.DATASETS)) for s in range(50) for k in range(30)}
-    pretrain_keys = {tuple(np.random.SeedSequence(pretrain.identity_key(settings, i, k)).entropy)
+    pretrain_keys = {tuple(np.random.SeedSequence(corpus.identity_key(settings, i, k)).entropy)
                      for i in identities for k in range(settings["samples_per_identity"] + 1)}
     assert not pretrain_keys & eval_keys
 
@@ -72,8 +72,8 @@ def test_procedural_pretraining_faces_are_not_evaluation_faces():
     evaluation = _evaluation_settings()
     eval_faces = {sample_identity(layouts.rng_for(evaluation, d, s, 0))
                   for d in layouts.DATASETS for s in range(layouts.n_subjects(evaluation, d))}
-    corpus_faces = {sample_identity(np.random.default_rng(pretrain.identity_key(settings, i)))
-                    for i in pretrain.corpus_identities(settings)}
+    corpus_faces = {sample_identity(np.random.default_rng(corpus.identity_key(settings, i)))
+                    for i in corpus.corpus_identities(settings)}
     assert len(corpus_faces) == 200 and not corpus_faces & eval_faces
 
 
@@ -81,20 +81,20 @@ def test_procedural_pretraining_faces_are_not_evaluation_faces():
 def test_ict_pretraining_faces_are_not_evaluation_faces():
     settings = pretrain.resolve({"pretrain": {"identities": 6, "ict_dir": str(ICT_DIR)}})["pretrain"]
     evaluation = _evaluation_settings("ict")
-    ict = [i for i in pretrain.corpus_identities(settings) if i.source == "ict"]
+    ict = [i for i in corpus.corpus_identities(settings) if i.source == "ict"]
     assert len(ict) == 3
-    corpus = [pretrain.face_of(settings, i).rest_vertices for i in ict]
+    ict_faces = [corpus.face_of(settings, i).rest_vertices for i in ict]
     for dataset in ("bu3dfe", "bu4dfe"):
         for s in range(layouts.n_subjects(evaluation, dataset)):
             face = layouts.make_face(evaluation, dataset, s, four_d=True)[0].rest_vertices
-            assert all(np.abs(face - c).max() > 1.0 for c in corpus)  # mm
+            assert all(np.abs(face - c).max() > 1.0 for c in ict_faces)  # mm
 
 
 def test_unknown_setting_and_missing_ict_folder_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown pretrain settings \\['epoch'\\]"):
         pretrain.resolve({"pretrain": {"epoch": 3}})
     with pytest.raises(FileNotFoundError, match="pretrain.ict_dir .*generic_neutral_mesh.obj"):
-        pretrain.build_corpus({"pretrain": {"identities": 2, "ict_dir": str(tmp_path)}})
+        corpus.build_corpus(pretrain.resolve({"pretrain": {"identities": 2, "ict_dir": str(tmp_path)}}))
 
 
 # --------------------------------------------------------------------------- corpus

@@ -13,6 +13,7 @@ from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm import renderer as renderer_module
 from smile_vlm.render import Renderer, render_shard, select_gl_platform, split_by_uv, view_rotation
+from smile_vlm.settings import complete
 
 SIZE = 224
 DISTANCE = 4.0
@@ -20,13 +21,13 @@ DISTANCE = 4.0
 
 @pytest.fixture(scope="module")
 def depth_renderer():
-    with Renderer({"mode": "depth", "size": SIZE, "camera_distance": DISTANCE}) as renderer:
+    with Renderer(complete("render", {"mode": "depth", "size": SIZE, "camera_distance": DISTANCE})) as renderer:
         yield renderer
 
 
 @pytest.fixture(scope="module")
 def shaded_renderer():
-    with Renderer({"mode": "shaded", "size": SIZE, "camera_distance": DISTANCE}) as renderer:
+    with Renderer(complete("render", {"mode": "shaded", "size": SIZE, "camera_distance": DISTANCE})) as renderer:
         yield renderer
 
 
@@ -128,7 +129,7 @@ def textured_square(texture: Path) -> Mesh:
 
 def test_textured_mode_shows_texture_colours(tmp_path):
     mesh = textured_square(quadrant_texture(tmp_path / "tex.png"))
-    with Renderer({"mode": "textured", "yaws": [0]}) as renderer:
+    with Renderer(complete("render", {"mode": "textured", "yaws": [0]})) as renderer:
         image = renderer.render(mesh)[0]
         assert renderer.last_mode == "textured"
     quarter, three_quarters = SIZE // 2 - 20, SIZE // 2 + 20
@@ -140,7 +141,7 @@ def test_textured_mode_shows_texture_colours(tmp_path):
 
 def test_textured_mode_falls_back_to_shaded_without_texture(shaded_renderer):
     mesh = sphere(0.5)
-    with Renderer({"mode": "textured"}) as renderer:
+    with Renderer(complete("render", {"mode": "textured"})) as renderer:
         images = renderer.render(mesh)
         assert renderer.last_mode == "shaded"
     np.testing.assert_array_equal(images, shaded_renderer.render(mesh))
@@ -149,7 +150,7 @@ def test_textured_mode_falls_back_to_shaded_without_texture(shaded_renderer):
 def test_unreadable_texture_is_a_scan_error(tmp_path):
     bad = tmp_path / "tex.png"
     bad.write_bytes(b"not a png")
-    with Renderer({"mode": "textured", "yaws": [0]}) as renderer:
+    with Renderer(complete("render", {"mode": "textured", "yaws": [0]})) as renderer:
         with pytest.raises(ScanError) as info:
             renderer.render(textured_square(bad))
     assert info.value.path == str(bad)
@@ -169,7 +170,7 @@ def test_split_by_uv_makes_one_vertex_per_distinct_corner():
 
 
 def test_view_rotation_orders_pitch_then_yaw():
-    renderer_views = Renderer({"yaws": [0, 30], "pitches": [0, 15]}).views
+    renderer_views = Renderer(complete("render", {"yaws": [0, 30], "pitches": [0, 15]})).views
     assert renderer_views == [(0, 0), (30, 0), (0, 15), (30, 15)]
     # pitch +15 raises the camera: a point above the origin comes toward it
     lifted = view_rotation(0, 15) @ [0.0, 1.0, 0.0, 1.0]
@@ -229,7 +230,7 @@ def test_render_shard_static_and_4d(tmp_path):
 
     out_dir = tmp_path / "out"
     settings = {"mode": "depth", "frames": 4, "keep_frames": True, "radius_mm": 90.0}
-    render_shard(manifest, "toy", "S1", out_dir, settings, mesh_reader=reader)
+    render_shard(manifest, "toy", "S1", out_dir, complete("render", settings), mesh_reader=reader)
 
     # 4 of 6 frames are sampled (0, 2, 3, 5) BEFORE anything is read; frames 1 and 4 never are.
     # Each is read once: the nose-tip pass keeps the parsed meshes for the render pass.
@@ -267,7 +268,7 @@ def test_render_shard_without_frames_keeps_only_dynamic_images(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     out_dir = tmp_path / "out"
     settings = {"yaws": [0], "size": 48}  # the pipeline's config key for the image side
-    render_shard(tmp_path / "manifest.csv", "toy", "A", out_dir, settings, mesh_reader=read_mesh_for_tests)
+    render_shard(tmp_path / "manifest.csv", "toy", "A", out_dir, complete("render", settings), mesh_reader=read_mesh_for_tests)
     assert sorted(p.name for p in out_dir.iterdir()) == ["A_seq_v0.png", "index.csv", "rejects.csv"]
     dynamic = np.asarray(Image.open(out_dir / "A_seq_v0.png"))
     assert dynamic.shape == (48, 48, 3)
@@ -285,7 +286,7 @@ def test_render_shard_centres_on_the_lm3_nose_tip(tmp_path):
     )
     row = manifest_row("bs000_N_N_0", "bs000", 0, mesh_path) | {"landmark_path": str(landmarks)}
     pd.DataFrame([row]).to_csv(tmp_path / "manifest.csv", index=False)
-    render_shard(tmp_path / "manifest.csv", "toy", "bs000", tmp_path / "out", {"mode": "depth", "yaws": [0]})
+    render_shard(tmp_path / "manifest.csv", "toy", "bs000", tmp_path / "out", complete("render", {"mode": "depth", "yaws": [0]}))
     front = np.asarray(Image.open(tmp_path / "out" / "bs000_N_N_0_v0.png"))
     # the front pole now sits 80/90 in front of the origin: eye depth 4 - 0.889, so
     # 1 + 254 * (5 - 3.111) / 2 = 240.9 (it would be 128 with the geometric nose tip)
@@ -325,7 +326,7 @@ def test_render_shard_parses_each_frame_once_and_holds_one_sequence(tmp_path):
         earlier.setdefault(sample, []).append(weakref.ref(mesh))
         return mesh
 
-    render_shard(manifest, "toy", "S1", tmp_path / "out", {"mode": "depth", "frames": 5}, mesh_reader=reader)
+    render_shard(manifest, "toy", "S1", tmp_path / "out", complete("render", {"mode": "depth", "frames": 5}), mesh_reader=reader)
     assert sorted(read_paths) == sorted(set(read_paths)) and len(read_paths) == 1 + 2 * 5
     assert alive_at_read == [0] * len(alive_at_read)
 
@@ -345,7 +346,7 @@ def test_frames_kept_in_memory_or_read_again_give_the_same_images(tmp_path, mode
             paths.append(Path(path).name)
             return read_mesh_for_tests(path)
 
-        render_shard(manifest, "toy", "S1", tmp_path / f"out{keep_mb}", settings, mesh_reader=reader,
+        render_shard(manifest, "toy", "S1", tmp_path / f"out{keep_mb}", complete("render", settings), mesh_reader=reader,
                      keep_parsed_mb=keep_mb)
     n_reads = {keep_mb: len(paths) for keep_mb, paths in reads.items()}
     assert n_reads == {0: 1 + 2 * 2 * 4, 0.08: 1 + 2 * 6, 256: 1 + 2 * 4}
@@ -364,8 +365,9 @@ import numpy as np
 import trimesh
 from smile_vlm.mesh import Mesh
 from smile_vlm.render import Renderer
+from smile_vlm.settings import complete
 shape = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
-with Renderer({"backend": "egl", "mode": sys.argv[1], "size": 224, "camera_distance": 4.0}) as renderer:
+with Renderer(complete("render", {"backend": "egl", "mode": sys.argv[1], "size": 224, "camera_distance": 4.0})) as renderer:
     images = renderer.render(Mesh(shape.vertices, shape.faces))
     assert type(renderer.offscreen._platform).__name__ == "EGLPlatform", renderer.offscreen._platform
 np.save(sys.argv[2], images)
@@ -448,7 +450,7 @@ def test_wide_crop_keeps_the_unit_radius_frame():
 
     shape = trimesh.creation.icosphere(subdivisions=3, radius=100.0)
     mesh = Mesh(shape.vertices, shape.faces, landmarks={"nose_tip": np.array([0.0, 0.0, 100.0])})
-    narrow, wide = canonicalize(mesh, {"radius_mm": 90.0}), canonicalize_wide(mesh, {"radius_mm": 90.0})
+    narrow, wide = canonicalize(mesh, complete("render", {"radius_mm": 90.0})), canonicalize_wide(mesh, complete("render", {"radius_mm": 90.0}))
     assert wide.n_faces > narrow.n_faces  # triangles beyond the sphere are kept...
     radii = np.linalg.norm(wide.vertices, axis=1)
     assert radii.max() <= SEQUENCE_CROP_MARGIN + 1e-6 and radii.max() > 1.0
@@ -464,7 +466,7 @@ def test_render_shard_logs_what_it_did(tmp_path, caplog):
              manifest_row("A_broken", "A", 0, str(tmp_path / "absent.obj"))]
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     with caplog.at_level("INFO", logger="smile_vlm.render"):
-        render_shard(tmp_path / "manifest.csv", "toy", "A", tmp_path / "out", {"size": 32},
+        render_shard(tmp_path / "manifest.csv", "toy", "A", tmp_path / "out", complete("render", {"size": 32}),
                      mesh_reader=read_mesh_for_tests)
     text = caplog.text
     assert "toy/A: 2 of 3 samples rendered (1 sequences from 3 frames), 6 views, 1 rejects" in text

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import yaml
 
-from smile_vlm.views import DEFAULT_PITCHES, DEFAULT_YAWS, render_views, view_name, view_names
+from smile_vlm.settings import DEFAULT_RENDER
+from smile_vlm.views import render_views, view_name, view_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,13 +22,13 @@ def test_views_are_every_pitch_yaw_pair_pitch_major():
 def test_defaults_are_the_schemas():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     render = schema["properties"]["render"]["properties"]
-    assert list(DEFAULT_YAWS) == render["yaws"]["default"]
-    assert list(DEFAULT_PITCHES) == render["pitches"]["default"]
-    assert render_views({}) == [{"yaw": 0, "pitch": 0}, {"yaw": -30, "pitch": 0}, {"yaw": 30, "pitch": 0}]
+    assert DEFAULT_RENDER["yaws"] == render["yaws"]["default"]
+    assert DEFAULT_RENDER["pitches"] == render["pitches"]["default"]
+    assert render_views(DEFAULT_RENDER) == [{"yaw": 0, "pitch": 0}, {"yaw": -30, "pitch": 0}, {"yaw": 30, "pitch": 0}]
 
 
 def test_view_names_of_tables_and_figures():
-    assert view_names(render_views({})) == ["yaw +0", "yaw -30", "yaw +30"]
+    assert view_names(render_views(DEFAULT_RENDER)) == ["yaw +0", "yaw -30", "yaw +30"]
     assert view_name({"yaw": -30.0, "pitch": 15}) == "yaw -30 pitch +15"
     assert view_name({"yaw": 30, "pitch": 0}, degrees=True) == "yaw +30°"
     assert view_name({"yaw": 30.0, "pitch": 15}, degrees=True) == "yaw +30°, pitch +15°"

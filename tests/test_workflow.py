@@ -5,6 +5,7 @@ that Snakemake reruns exactly what a change touches.
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -169,6 +170,33 @@ def test_reruns_exactly_what_a_change_touches(workflow_run, tmp_path):
     assert not {"synth", "index"} & set(jobs)
 
 
+@pytest.mark.slow
+def test_a_moved_project_plans_no_job(workflow_run, tmp_path):
+    """The checkout and the finished project copied elsewhere (a renamed folder, a cluster that
+    mounts it at another path): no path of either enters a rule's inputs, outputs or params."""
+    checkout, project = tmp_path / "checkout", tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__")
+    for part in ("smile_vlm", "workflow", "envs", "tests/workflow"):
+        shutil.copytree(REPO / part, checkout / part, symlinks=True, ignore=ignore)
+    shutil.copy2(REPO / "Snakefile", checkout / "Snakefile")
+    shutil.copytree(workflow_run, project, symlinks=True)  # copy2: modification times kept
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+
+    def moved(*args):
+        command = [*SNAKEMAKE, "-s", str(checkout / "Snakefile"), "-d", str(project), "--configfile",
+                   str(project / "config.yaml"), str(checkout / "tests" / "workflow" / "tiny.yaml"), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+
+    assert planned_jobs(moved("-n")) == {}
+    for kind in ("input", "code"):
+        result = moved("--list-changes", kind)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip() == "", f"{kind}: {result.stdout[:1000]}"
+    # `--list-changes params` names every output whatever changed (Snakemake 9 lists the files of
+    # an empty ParamsChange), so params are checked by what they would rerun
+    assert planned_jobs(moved("-n", "--rerun-triggers", "params")) == {}
+
+
 def test_dry_run_of_the_default_config_and_schema_errors(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     command = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "results/tables/bu4dfe.csv"]
@@ -199,6 +227,15 @@ def test_jobs_log_what_they_do_and_benchmark_themselves(workflow_run):
     epochs = [line for line in (logs / "train" / "bu4dfe" / "smile_vlm" / "fold0.log").read_text().splitlines()
               if " INFO smile_vlm.train: epoch " in line]
     assert len(epochs) == 2  # tiny.yaml: train.epochs 2
+    # long jobs say how far they are: the first and the last step always, and every 15 s between
+    pretraining = (logs / "pretrain" / "default.log").read_text()
+    assert "pretraining corpus: 1 of 8 samples rendered" in pretraining  # tiny.yaml: 4 identities x 2
+    assert "pretraining corpus: 8 of 8 samples rendered" in pretraining
+    assert "epoch 1 of 1:" in pretraining
+    subject_logs = list((logs / "render" / "bu4dfe").glob("*.log"))
+    for log in subject_logs:
+        rendered = re.findall(r"bu4dfe/[^:]+: (\d+) of (\d+) samples rendered", log.read_text())
+        assert rendered[0][0] == "1" and rendered[-1][0] == rendered[-1][1], log
     assert "x compression" in (logs / "pack" / "bu4dfe.log").read_text()
     benchmarked = {p.relative_to(logs / "benchmarks").parts[0] for p in (logs / "benchmarks").rglob("*.tsv")}
     assert {"synth", "index", "render", "pack", "folds", "pretrain", "train", "evaluate", "table",

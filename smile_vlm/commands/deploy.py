@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from smile_vlm.commands import log, positive_int
 from smile_vlm.errors import ScanError
+from smile_vlm.settings import DEFAULT_PREDICT, PREDICT_KINDS
 
 
 def cmd_predict(args) -> None:
@@ -60,7 +61,7 @@ def register(sub) -> None:
                    help="comma-separated class names for zero-shot scoring (default: the trained classes)")
     p.add_argument("--prompts", default=None,
                    help="prompt YAML file or name for the classes (default: the prompts trained with)")
-    p.add_argument("--kind", choices=("auto", "scan", "sequence"), default="auto",
+    p.add_argument("--kind", choices=PREDICT_KINDS, default=DEFAULT_PREDICT["kind"],
                    help="what a folder of meshes is: auto follows the model (4D model: a sequence)")
     p.add_argument("--units", choices=("mm", "cm", "m"), default=None,
                    help="units of the input meshes when they differ from the training data's")

@@ -30,8 +30,9 @@ def cmd_index(args) -> None:
 
 def cmd_render(args) -> None:
     from smile_vlm.render import render_shard
+    from smile_vlm.settings import complete
 
-    settings = dict(args.settings)
+    settings = complete("render", args.settings)
     if args.threads is not None:
         settings["threads"] = args.threads
     render_shard(args.manifest, args.dataset, args.subject, Path(args.out), settings)

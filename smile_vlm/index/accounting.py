@@ -74,10 +74,10 @@ def _skip_reason(dataset: str, top: str, path: str, folder_reasons: dict, reject
         if os.path.isdir(path):
             return "link to a folder: links to folders are not followed"
     if not os.path.islink(path) and not os.path.isfile(path):
-        from smile_vlm.readers import _kind
+        from smile_vlm.readers import file_kind
 
         try:
-            return f"not a regular file ({_kind(os.lstat(path).st_mode)}); only regular files are read"
+            return f"not a regular file ({file_kind(os.lstat(path).st_mode)}); only regular files are read"
         except OSError as err:
             return f"cannot read: {err.strerror}"
     name = os.path.basename(path)

@@ -223,6 +223,10 @@ class MiniLMTextEncoder(FrozenTextEncoder):
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # mean pooling
 
 
+# A CNN from scratch sees images scaled to [-1, 1]: no pretraining statistics to match.
+CNN_MEAN_STD = (0.5, 0.5, 0.5)
+
+
 class CompactCNN(nn.Module, ImageInput):
     """Vision encoder trained from scratch: ``depth`` stride-2 conv-BN-ReLU stages + global average pool.
 
@@ -230,8 +234,8 @@ class CompactCNN(nn.Module, ImageInput):
     64x64 image to a 4x4x256 map and a 256-d feature.
     """
 
-    def __init__(self, width: int = 32, depth: int = 4, image_size: int = 64,
-                 mean: tuple[float, float, float] = (0.5, 0.5, 0.5), std: tuple[float, float, float] = (0.5, 0.5, 0.5)):
+    def __init__(self, width: int, depth: int, image_size: int, mean: tuple[float, float, float] = CNN_MEAN_STD,
+                 std: tuple[float, float, float] = CNN_MEAN_STD):
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"CNN width and depth must be positive, got width={width}, depth={depth}")
@@ -256,8 +260,8 @@ class CompactCNN(nn.Module, ImageInput):
 
 def load_text_encoder(spec: dict | None = None):
     """Frozen text encoder from ``spec`` (the ``"text"`` part of the encoder spec)."""
-    spec = dict(DEFAULT_TEXT_SPEC if spec is None else spec)
-    kind = spec.get("kind", "minilm")
+    spec = {**DEFAULT_TEXT_SPEC, **(spec or {})}
+    kind = spec["kind"]
     if kind == "minilm":
         return MiniLMTextEncoder(spec.get("name_or_path"))
     if kind == "hf_clip":
@@ -276,7 +280,7 @@ def load_vision_encoder(spec: dict | None = None) -> nn.Module:
     kind = spec["kind"]
     if kind == "cnn":
         encoder = CompactCNN(width=int(spec["width"]), depth=int(spec["depth"]), image_size=int(spec["image_size"]),
-                             mean=tuple(spec.get("mean", (0.5, 0.5, 0.5))), std=tuple(spec.get("std", (0.5, 0.5, 0.5))))
+                             mean=tuple(spec.get("mean", CNN_MEAN_STD)), std=tuple(spec.get("std", CNN_MEAN_STD)))
     elif kind == "hf_clip":
         encoder = CLIPVisionEncoder(_required_name(spec, "vision"), spec.get("local_files_only"))
     else:
@@ -293,7 +297,7 @@ PRETRAINED_VISION_FORMAT = "smile-vlm pretrained vision encoder v1"  # what smil
 
 def vision_architecture(spec: dict) -> dict:
     """The architecture part of a vision spec (defaults filled in), as pretrained files record it."""
-    spec = {**DEFAULT_VISION_SPEC, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), **(spec or {})}
+    spec = {**DEFAULT_VISION_SPEC, "mean": CNN_MEAN_STD, "std": CNN_MEAN_STD, **(spec or {})}
     keys = _ARCHITECTURE_KEYS.get(spec["kind"], ())
     return {"kind": spec["kind"], **{key: _plain(spec.get(key)) for key in keys}}
 

@@ -13,18 +13,18 @@ from smile_vlm.models.common import MultiviewEncoder
 from smile_vlm.models.encoders import load_vision_encoder
 from smile_vlm.models.facet import FacetVLM
 from smile_vlm.models.smile import SmileVLM
-from smile_vlm.settings import VARIANT_DEFAULTS
+from smile_vlm.settings import VARIANT_DEFAULTS, variant_vision
 
 ARCHITECTURES = ("smile_vlm", "facet_vlm")
 
 
 def model_variant(variant: dict, settings: dict) -> dict:
     """The variant build_model takes: the workflow's variant with the ``encoders.vision`` section
-    (the vision encoder spec) merged under the variant's own ``vision`` overrides."""
+    (the vision encoder spec) merged under the variant's own ``vision`` overrides
+    (``settings.variant_vision``, which the workflow's input functions call too)."""
     variant = dict(variant or {})
-    vision = dict(settings["encoders"].get("vision") or {})
-    if vision:
-        variant["vision"] = {**vision, **variant.get("vision", {})}
+    if settings["encoders"].get("vision"):
+        variant["vision"] = variant_vision(variant, settings["encoders"])
     return variant
 
 

@@ -41,7 +41,7 @@ class SmileVLM(nn.Module):
 
     learns_view_weights = True  # Eq. 7's softmax weights
 
-    def __init__(self, encoder: MultiviewEncoder, n_views: int, fusion_hidden: int = 128, loss_settings: dict | None = None):
+    def __init__(self, encoder: MultiviewEncoder, n_views: int, fusion_hidden: int, loss_settings: dict | None = None):
         super().__init__()
         self.encoder = encoder
         self.fusion = ViewAwareFusion(encoder.out_dim, fusion_hidden)

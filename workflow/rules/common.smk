@@ -1,6 +1,7 @@
-# Shared helpers: config checks, wildcard constraints, settings passed to rules through params:,
-# and the input functions that read checkpoint outputs (subjects from a manifest, folds from
-# folds.csv). Nothing here imports torch, which alone takes seconds to load (tests/test_configcheck.py).
+# Wiring: config checks, wildcard constraints, and the input functions that read checkpoint
+# outputs (subjects from a manifest, folds from folds.csv). What each job is given (params:) is
+# decided by smile_vlm.jobs, which the rules call with the config. Nothing here imports torch,
+# which alone takes seconds to load (tests/test_configcheck.py).
 import json
 import os
 import re
@@ -9,13 +10,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from smile_vlm import configcheck
-from smile_vlm.readers.names import SEQUENCE_DATASETS
-from smile_vlm.settings import resolve_variant
-from smile_vlm.views import render_views
+from smile_vlm import configcheck, jobs
 
 # Rules call the library through the CLI of the Python that runs Snakemake, so a venv works
 # without activation. Under --sdm conda a rule's python is its environment's, which holds the
@@ -60,9 +57,7 @@ def stop(problems):
 def check_config():
     """Cross-references the schema cannot see (smile_vlm.configcheck); the Snakefile calls it
     right after validation, before any rule reads the config."""
-    schema = yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())
-    vision_keys = schema["properties"]["encoders"]["properties"]["vision"]["properties"]
-    stop(configcheck.config_problems(config, vision_keys=list(vision_keys)))
+    stop(configcheck.config_problems(config))
 
 
 _roots_checked = False
@@ -82,50 +77,13 @@ def check_roots():
     stop(configcheck.root_problems(config, needed))
 
 
-# ---- speed-only settings ----------------------------------------------------------------------
-# Values that change how fast a job runs, never what it writes. They reach the job through
-# threads:/resources: and a CLI option, never through params:, so changing them reruns nothing.
-SPEED_ONLY = {"index": ("workers",), "render": ("threads",), "train": ("threads", "workers")}
-
-
-def result_settings(section):
-    """A config section without its speed-only keys: what params: may carry."""
-    return {k: v for k, v in config[section].items() if k not in SPEED_ONLY.get(section, ())}
-
-
 # ---- datasets -------------------------------------------------------------------------------
-def dataset_root(dataset):
-    return config["datasets"][dataset]["root"]
-
-
-def synthetic_root(dataset):
-    return f"{config['synthetic']['root']}/{dataset}"
-
-
-def raw_input(dataset):
-    """The synthetic generator is a dependency only while the dataset points at its output."""
-    if configcheck.is_synthetic(config, dataset):
-        return [f"{synthetic_root(dataset)}/SYNTHETIC.json"]
-    return []
-
-
 def index_input(wildcards):
+    """The synthetic generator is a dependency only while the dataset points at its output."""
     check_roots()
-    return raw_input(wildcards.dataset)
-
-
-def synth_settings(dataset):
-    return {k: v for k, v in config["synthetic"].items() if k != "root"}
-
-
-def index_settings(dataset):
-    settings = result_settings("index")
-    settings.update({k: v for k, v in config["datasets"][dataset].items() if k != "root"})
-    if settings["validate"] == "sampled" and dataset in SEQUENCE_DATASETS:
-        # the frames rendering reads are the ones the index parses: a change of render.frames
-        # reruns the index of the 4D datasets, and only theirs
-        settings["frames"] = config["render"]["frames"]
-    return settings
+    if configcheck.is_synthetic(config, wildcards.dataset):
+        return [f"{jobs.synthetic_root(config, wildcards.dataset)}/SYNTHETIC.json"]
+    return []
 
 
 def all_cores(wildcards=None):
@@ -138,21 +96,6 @@ def index_threads(wildcards):
     """index.workers, else every core of the run."""
     workers = config["index"]["workers"]
     return workers if workers is not None else all_cores()
-
-
-def dataset_classes(dataset):
-    """The dataset's classes; a user's BP4D task map may add classes of its own."""
-    return configcheck.dataset_classes(config, dataset)
-
-
-def pack_settings(dataset):
-    return {
-        "classes": dataset_classes(dataset),
-        "multi_label": dataset == "4dme",
-        "views": render_views(config["render"]),
-        "render": result_settings("render"),
-        **config["store"],
-    }
 
 
 def subjects(dataset):
@@ -187,75 +130,25 @@ def torch_launcher(command):
     return launcher
 
 
-def experiment(name):
-    return config["experiments"][name]
-
-
 def experiment_store(wildcards):
-    return f"results/{experiment(wildcards.experiment)['dataset']}/store.zarr"
+    return f"results/{config['experiments'][wildcards.experiment]['dataset']}/store.zarr"
 
 
 def train_store(wildcards):
     """Cross-dataset experiments train on another dataset's store (e.g. BU-4DFE -> BP4D)."""
-    exp = experiment(wildcards.experiment)
+    exp = config["experiments"][wildcards.experiment]
     return f"results/{exp.get('train_dataset', exp['dataset'])}/store.zarr"
-
-
-def protocol_settings(name):
-    exp = experiment(name)
-    return {"classes": exp["classes"], **exp["protocol"]}
-
-
-def variant_settings(name):
-    return resolve_variant(config["variants"], name)
-
-
-def encoder_settings():
-    """The encoders section without a null vision init: jobs that start from scratch keep the
-    params they had before init existed (and a variant's own vision.init is not overridden)."""
-    vision = {k: v for k, v in config["encoders"]["vision"].items() if not (k == "init" and v is None)}
-    return {**config["encoders"], "vision": vision}
-
-
-def vision_init(variant):
-    """The pretrained vision.pt a variant's folds start from, or None: the variant's own
-    vision.init when it sets one (null = from scratch), else encoders.vision.init
-    (models.model_variant merges them the same way)."""
-    own = variant_settings(variant).get("vision") or {}
-    return own["init"] if "init" in own else config["encoders"]["vision"].get("init")
 
 
 def vision_init_input(wildcards):
     """The pretrained vision.pt as an input file: Snakemake builds it first (rule pretrain makes
     results/pretrain/<name>/vision.pt) and retrains the folds whenever it is rebuilt. Its path
     also reaches the job through params: (the settings), so pointing init elsewhere reruns too."""
-    init = vision_init(wildcards.variant)
+    init = jobs.vision_init(config, wildcards.variant)
     return [init] if init else []
 
 
-def train_settings(wildcards):
-    exp = experiment(wildcards.experiment)
-    return {
-        "experiment": wildcards.experiment,  # recorded in model.pt; evaluation refuses another's
-        "train": result_settings("train"),
-        "encoders": encoder_settings(),
-        "prompts": config["prompts"],
-        "classes": exp["classes"],
-        "protocol": exp["protocol"],
-    }
-
-
 TEXT_BANK = "results/text_bank.pt"
-
-
-def text_bank_settings():
-    return {"encoders": {"text": config["encoders"]["text"]}, "prompts": {"name": config["prompts"]["name"]}}
-
-
-def prompt_file_input(wildcards):
-    """The prompt YAML, so that editing it re-embeds the prompts (and reruns what used them)."""
-    path = configcheck.prompt_path(config["prompts"]["name"])
-    return [str(path)] if path.is_file() else []
 
 
 def fold_ids(experiment_name):
@@ -276,7 +169,7 @@ def eval_jsons_of(experiment_name, variants, first_folds="all"):
 
 
 def eval_jsons(wildcards):
-    return eval_jsons_of(wildcards.experiment, experiment(wildcards.experiment)["variants"])
+    return eval_jsons_of(wildcards.experiment, config["experiments"][wildcards.experiment]["variants"])
 
 
 def ablation_evals(wildcards):
@@ -292,59 +185,6 @@ def train_logs(wildcards):
         variant=wildcards.variant,
         k=fold_ids(wildcards.experiment),
     )
-
-
-def table_settings(name):
-    return {"name": name, "prompts_source": config["prompts"]["source"], **experiment(name)}
-
-
-def data_sources():
-    """Per table: synthetic or the real root, so the summary says what its numbers are."""
-    sources = {}
-    for name in EXPERIMENTS:
-        dataset = experiment(name)["dataset"]
-        synthetic = bool(raw_input(dataset))
-        sources[name] = "synthetic default" if synthetic else f"real data at {dataset_root(dataset)}"
-    return sources
-
-
-# ---- targets --------------------------------------------------------------------------------
-def experiment_figures(name):
-    exp = experiment(name)
-    figures = [f"results/{name}/figures/view_weights.png"]
-    if exp["dataset"] != "4dme":  # multi-label: no confusion matrix
-        figures.append(f"results/{name}/figures/confusion.png")
-    figures += [f"results/{name}/figures/training_curves_{v}.png" for v in exp["variants"]]
-    return figures
-
-
-def all_targets():
-    targets = [f"results/tables/{name}.csv" for name in EXPERIMENTS]
-    targets += ["results/tables/summary.md", "results/tables/ablation.csv",
-                "results/figures/gains_heatmap.png"]
-    targets += [f"results/figures/ablation_{name}.png" for name in config["ablation"]["experiments"]]
-    for name in EXPERIMENTS:
-        targets += experiment_figures(name)
-    datasets = sorted({experiment(n)["dataset"] for n in EXPERIMENTS})
-    targets += [f"results/{d}/figures/contact_sheet.png" for d in datasets]
-    return targets
-
-
-# ---- pretrain --------------------------------------------------------------------------------
-def pretrain_names():
-    return ["default", *config["pretrain"]["variants"]]
-
-
-def pretrain_settings(name):
-    """What the pretrained weights depend on: the pretrain section (with the named variant's
-    overrides), the views and render mode, the text tower that embeds the captions and the vision
-    architecture. No train/evaluate/experiment setting, so changing those never reruns it."""
-    section = config["pretrain"]
-    pretrain = {k: v for k, v in section.items() if k not in ("threads", "variants")}
-    pretrain.update(section["variants"].get(name) or {})
-    render = {k: config["render"][k] for k in ("yaws", "pitches", "mode", "radius_mm", "backend")}
-    vision = {k: v for k, v in config["encoders"]["vision"].items() if k != "init"}
-    return {"pretrain": pretrain, "render": render, "encoders": {"text": config["encoders"]["text"], "vision": vision}}
 
 
 # ---- predict ---------------------------------------------------------------------------------
@@ -368,16 +208,3 @@ def predict_subjects():
     if not subjects:
         stop([f"predict.inputs: no subfolder of {root} holds scans (one folder per subject is expected)"])
     return subjects
-
-
-def predict_options(wildcards):
-    """What changes a prediction besides the model: the class names, the prompts, what a folder is."""
-    settings = config.get("predict") or {}
-    options = [f"--kind {settings.get('kind', 'auto')}"]
-    if settings.get("classes"):
-        options.append(f"--classes {shlex.quote(','.join(settings['classes']))}")
-    if settings.get("prompts"):
-        options.append(f"--prompts {shlex.quote(str(settings['prompts']))}")
-    if settings.get("units"):
-        options.append(f"--units {settings['units']}")
-    return " ".join(options)

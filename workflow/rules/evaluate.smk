@@ -11,8 +11,8 @@ rule evaluate:
     output:
         "results/{experiment}/eval/{variant}/fold{k}.json",
     params:
-        variant=lambda w: as_json(variant_settings(w.variant)),
-        settings=lambda w: as_json({**train_settings(w), "evaluate": config["evaluate"]}),
+        variant=lambda w: as_json(jobs.variant_settings(config, w.variant)),
+        settings=lambda w: as_json(jobs.evaluate_settings(config, w.experiment)),
     threads: lambda w: config["train"]["threads"]
     log:
         "logs/evaluate/{experiment}/{variant}/fold{k}.log",

@@ -13,8 +13,8 @@ rule final_model:
     params:
         launcher=torch_launcher("final-model"),
         out_dir=lambda w: f"results/{w.experiment}/final/{w.variant}",
-        variant=lambda w: as_json(variant_settings(w.variant)),
-        settings=lambda w: as_json({**train_settings(w), "evaluate": config["evaluate"]}),
+        variant=lambda w: as_json(jobs.variant_settings(config, w.variant)),
+        settings=lambda w: as_json(jobs.evaluate_settings(config, w.experiment)),
     threads: lambda w: config["train"]["threads"]
     resources:
         mem_mb=8000,

@@ -9,8 +9,8 @@ checkpoint index:
         rejects="results/{dataset}/rejects.csv",
         skipped="results/{dataset}/skipped.csv",  # written by `index` beside rejects.csv
     params:
-        root=lambda w: dataset_root(w.dataset),
-        settings=lambda w: as_json(index_settings(w.dataset)),
+        root=lambda w: config["datasets"][w.dataset]["root"],
+        settings=lambda w: as_json(jobs.index_settings(config, w.dataset)),
     threads: index_threads
     log:
         "logs/index/{dataset}.log",

@@ -10,7 +10,7 @@ rule predict:
         csv="results/predict/{subject}.csv",
         json="results/predict/{subject}.json",
     params:
-        options=predict_options,
+        options=lambda w: jobs.predict_options(config),
     threads: 1
     resources:
         mem_mb=4000,

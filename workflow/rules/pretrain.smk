@@ -6,9 +6,9 @@ rule pretrain:
     output:
         "results/pretrain/{pretrain}/vision.pt",
     wildcard_constraints:
-        pretrain=_alternatives(pretrain_names()),
+        pretrain=_alternatives(jobs.pretrain_names(config)),
     params:
-        settings=lambda w: as_json(pretrain_settings(w.pretrain)),
+        settings=lambda w: as_json(jobs.pretrain_settings(config, w.pretrain)),
     threads: lambda w: config["pretrain"]["threads"]
     resources:
         mem_mb=8000,

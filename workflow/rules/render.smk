@@ -8,7 +8,7 @@ rule render:
         "results/{dataset}/views/{subject}/index.csv",
     params:
         out_dir=lambda w: f"results/{w.dataset}/views/{w.subject}",
-        settings=as_json(result_settings("render")),
+        settings=as_json(jobs.result_settings(config, "render")),
     threads: lambda w: config["render"]["threads"]
     resources:
         mem_mb=2000,

@@ -11,7 +11,7 @@ rule table:
             category="Tables",
         ),
     params:
-        experiment=lambda w: as_json(table_settings(w.experiment)),
+        experiment=lambda w: as_json(jobs.table_settings(config, w.experiment)),
     log:
         "logs/table/{experiment}.log",
     benchmark:
@@ -29,9 +29,7 @@ rule ablation_table:
     output:
         "results/ablation/{experiment}.csv",
     params:
-        experiment=lambda w: as_json(
-            {**table_settings(w.experiment), "variants": config["ablation"]["variants"]}
-        ),
+        experiment=lambda w: as_json(jobs.ablation_table_settings(config, w.experiment)),
     log:
         "logs/ablation_table/{experiment}.log",
     benchmark:
@@ -137,7 +135,7 @@ rule summary:
     output:
         report("results/tables/summary.md", caption="../report/summary.rst", category="Tables"),
     params:
-        sources=as_json(data_sources()),
+        sources=as_json(jobs.data_sources(config)),
     log:
         "logs/summary.log",
     benchmark:

@@ -9,7 +9,7 @@ rule pack:
         store=directory("results/{dataset}/store.zarr"),
         missing="results/{dataset}/store_missing.csv",
     params:
-        settings=lambda w: as_json(pack_settings(w.dataset)),
+        settings=lambda w: as_json(jobs.pack_settings(config, w.dataset)),
     resources:
         mem_mb=4000,
         runtime=60,

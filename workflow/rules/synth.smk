@@ -5,8 +5,8 @@ rule synth:
     output:
         f"{config['synthetic']['root']}/{{dataset}}/SYNTHETIC.json",
     params:
-        root=lambda w: synthetic_root(w.dataset),
-        settings=lambda w: as_json(synth_settings(w.dataset)),
+        root=lambda w: jobs.synthetic_root(config, w.dataset),
+        settings=as_json(jobs.synth_settings(config)),
     threads: all_cores
     log:
         "logs/synth/{dataset}.log",

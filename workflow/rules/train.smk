@@ -8,7 +8,7 @@ checkpoint folds:
     output:
         "results/{experiment}/folds.csv",
     params:
-        protocol=lambda w: as_json(protocol_settings(w.experiment)),
+        protocol=lambda w: as_json(jobs.protocol_settings(config, w.experiment)),
     log:
         "logs/folds/{experiment}.log",
     benchmark:
@@ -24,11 +24,12 @@ rule text_bank:
     """Every prompt embedded once by the frozen text encoder; training and evaluation jobs load
     these embeddings instead of the text tower."""
     input:
-        prompt_file_input,
+        jobs.prompt_inputs(config),
     output:
         TEXT_BANK,
     params:
-        settings=as_json(text_bank_settings()),
+        settings=as_json(jobs.text_bank_settings(config)),
+        prompts_sha256=jobs.prompt_digest(config),  # a prompt set of the package: its content, not its path
     log:
         "logs/text_bank.log",
     benchmark:
@@ -50,8 +51,8 @@ rule train:
     params:
         launcher=torch_launcher("train"),
         out_dir=lambda w: f"results/{w.experiment}/models/{w.variant}/fold{w.k}",
-        variant=lambda w: as_json(variant_settings(w.variant)),
-        settings=lambda w: as_json(train_settings(w)),
+        variant=lambda w: as_json(jobs.variant_settings(config, w.variant)),
+        settings=lambda w: as_json(jobs.train_settings(config, w.experiment)),
     threads: lambda w: config["train"]["threads"]
     resources:
         mem_mb=8000,
