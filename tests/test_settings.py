@@ -208,3 +208,13 @@ def test_no_inner_module_fills_in_render_or_index_defaults():
     for name in ("render.py", "renderer.py", "normalize.py", "sequence.py", "views.py", "evaluate.py", "report.py"):
         text = (REPO / "smile_vlm" / name).read_text()
         assert "section_defaults" not in text and "DEFAULT_EVALUATE" not in text, name
+
+
+def test_no_module_is_over_450_lines():
+    """Small rooms: a module past 450 lines holds two jobs (split it into named modules)."""
+    long = {path.relative_to(REPO).as_posix(): len(path.read_text().splitlines())
+            for path in (REPO / "smile_vlm").rglob("*.py")}
+    long = {name: n for name, n in long.items() if n > 450}
+    # the face generator is split on the branch that rewrites it; delete this once merged
+    long.pop("smile_vlm/synth/face.py", None)
+    assert long == {}
