@@ -118,10 +118,6 @@ def test_no_module_keeps_a_defaults_table_of_its_own():
 
 # Offenders that the branches rewriting these modules remove (the generator's settings, the
 # readers' shared triangulation); delete an entry once its branch is merged.
-PENDING = {"smile_vlm/synth/layouts.py: .get('face_source', 'procedural')",
-           "smile_vlm/readers/obj.py: imports _fan_positions", "smile_vlm/synth/ict.py: imports _rotation"}
-
-
 def _schema_defaults() -> dict[str, list]:
     """{key: [its defaults in every section of the schema]} of the scalar and list defaults."""
     from smile_vlm.settings import schema
@@ -182,7 +178,7 @@ def test_no_literal_repeats_a_schema_default():
                         and _repeats(value, defaults[key]):
                     shown = f".get({key!r}, {value!r})" if how == ".get" else f"{how}{key} {value!r}"
                     offenders.append(f"{where}:{literal.lineno}: {shown}")
-    assert [o for o in offenders if o.split(":")[0] + ":" + o.split(":", 2)[2] not in PENDING] == []
+    assert offenders == []
 
 
 def test_no_private_name_is_imported_across_modules():
@@ -194,7 +190,7 @@ def test_no_private_name_is_imported_across_modules():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smile_vlm"):
                 offenders += [f"{path.relative_to(REPO).as_posix()}: imports {alias.name}"
                               for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
-    assert sorted(set(offenders) - PENDING) == []
+    assert sorted(offenders) == []
 
 
 def test_no_inner_module_fills_in_render_or_index_defaults():
@@ -215,6 +211,4 @@ def test_no_module_is_over_450_lines():
     long = {path.relative_to(REPO).as_posix(): len(path.read_text().splitlines())
             for path in (REPO / "smile_vlm").rglob("*.py")}
     long = {name: n for name, n in long.items() if n > 450}
-    # the face generator is split on the branch that rewrites it; delete this once merged
-    long.pop("smile_vlm/synth/face.py", None)
     assert long == {}
