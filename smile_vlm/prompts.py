@@ -73,18 +73,25 @@ class TextBank:
         if missing:
             raise ValueError(f"no prompts for classes {missing}")
         texts = [text for c in classes for text in prompts[c]]
+        # One text at a time: a batch pads every text to its longest one and its matrix products
+        # block by batch size, so a text's embedding would move in its last bits with the other
+        # texts beside it. Alone, it depends on its text only, and a bank of every class (rule
+        # text_bank) holds exactly the embeddings a job embedding only its own classes computes.
         with torch.no_grad():
-            embeddings = text_encoder.encode(texts)
+            embeddings = torch.cat([text_encoder.encode([text]) for text in texts])
+        embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).detach()
         self._set(list(classes), texts, [len(prompts[c]) for c in classes], embeddings)
 
     def _set(self, classes: list[str], texts: list[str], counts: list[int], embeddings: Tensor) -> None:
+        # ``embeddings`` arrive normalised once (__init__); normalising a saved bank again on load
+        # would move their last bits, and a banked job would no longer train as an unbanked one.
         self.classes = classes
         self.texts = texts
         counts = torch.tensor(counts)
         self.prompt_class = torch.repeat_interleave(torch.arange(len(classes)), counts)
         self._counts = counts
         self._starts = torch.cumsum(counts, 0) - counts
-        self.embeddings = torch.nn.functional.normalize(embeddings.float(), dim=-1).detach()
+        self.embeddings = embeddings.float().detach()
         self.dim = self.embeddings.shape[1]
 
     def prompts(self) -> dict[str, list[str]]:
