@@ -1,11 +1,15 @@
 """The pretraining corpus: generated faces with FACS captions, rendered as the datasets are.
 
 ``build_corpus`` draws identities of the procedural face and, when an ICT-FaceKit folder is
-given, of ICT-FaceKit (real scanned geometry), random AU combinations (EMFACS prototypes or free
-combinations) and intensities, and head poses, and renders every view of the render settings:
+given, of ICT-FaceKit (real scanned geometry), random AU combinations (emotions realised through
+the ``au_tables`` the settings name, or free combinations, some of their AUs on one side only)
+and intensities, and head poses and motion, and renders every view of the render settings:
 static scans, and 4D sequences as dynamic images (rank pooling, as ``render.render_shard`` does).
-The generator knows every action unit and intensity it applied, so each face comes with a
-caption (``synth.captions``). ``smile_vlm.pretrain`` trains on it.
+Each identity realises emotions as a subject of the generator does (``synth.realisation``: its
+own AU gains, side bias and timing under ``variation``). The generator knows every action unit
+and intensity it applied, so each face comes with a caption (``synth.captions``).
+``smile_vlm.pretrain`` trains on it. Every option at its default draws nothing extra, so the
+defaults give the corpus of one EMFACS table, both-sided AUs and a linear head drift.
 
 Identities never meet evaluation data: the synthetic datasets draw subject s from the seed key
 (seed, dataset code 0-4, s, ...) (``synth.layouts.rng_for``); the corpus draws from
@@ -29,18 +33,46 @@ from smile_vlm.dynamic import apply_support, approximate_rank_pooling, common_su
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
 from smile_vlm.progress import ProgressLog
-from smile_vlm.settings import complete
+from smile_vlm.settings import complete, section_defaults, section_enum
 from smile_vlm.synth import face as face_model
-from smile_vlm.synth.captions import caption
+from smile_vlm.synth.captions import VISIBLE_WEIGHT, caption
+from smile_vlm.synth.motion import sequence_poses
+from smile_vlm.synth.realisation import Realiser
+from smile_vlm.synth.units import UNILATERAL_UNITS, parse_unit, unit_key
 
 log = logging.getLogger(__name__)
 
 PRETRAIN_STREAM = 1000  # seed-key element of pretraining; datasets use their code 0-4 here
 SOURCES = ("procedural", "ict")
+CAPTION_STYLES = section_enum("pretrain", "captions")
 # Settings that change the corpus (the rest only change the training).
 CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_identity", "dynamic_fraction",
                "frames", "prototype_fraction", "neutral_fraction", "max_units", "intensity", "au_jitter",
-               "pose_sigma_deg", "noise_mm", "resolution", "render_size")
+               "pose_sigma_deg", "noise_mm", "resolution", "render_size", "au_tables", "variation",
+               "one_sided_fraction", "low_intensity_fraction", "low_intensity", "head_motion", "captions")
+
+
+def complete_corpus_options(pretrain: dict) -> dict:
+    """``pretrain`` with ``variation`` and ``head_motion`` completed from the synthetic section's
+    defaults (the generator's meanings) and the corpus's choices checked, before anything renders."""
+    from smile_vlm.synth.au_tables import TABLES
+    from smile_vlm.synth.motion import HEAD_MOTIONS
+
+    pretrain = dict(pretrain)
+    for key in ("variation", "head_motion"):
+        known = section_defaults("synthetic", key)
+        extra = sorted(set(pretrain[key] or {}) - set(known))
+        if extra:
+            raise ValueError(f"unknown pretrain.{key} settings {extra} (known: {', '.join(sorted(known))})")
+        pretrain[key] = {**known, **(pretrain[key] or {})}
+    unknown = [name for name in pretrain["au_tables"] if name not in TABLES]
+    if unknown or not pretrain["au_tables"]:
+        raise ValueError(f"pretrain.au_tables {pretrain['au_tables']}: choose one or more of {', '.join(TABLES)}")
+    if pretrain["head_motion"]["kind"] not in HEAD_MOTIONS:
+        raise ValueError(f"pretrain.head_motion.kind {pretrain['head_motion']['kind']!r}: choose one of {', '.join(HEAD_MOTIONS)}")
+    if pretrain["captions"] not in CAPTION_STYLES:
+        raise ValueError(f"pretrain.captions {pretrain['captions']!r}: choose one of {', '.join(CAPTION_STYLES)}")
+    return pretrain
 
 
 # --------------------------------------------------------------------------- identities
@@ -79,23 +111,68 @@ def face_of(pretrain: dict, identity: CorpusIdentity):
 # --------------------------------------------------------------------------- one sample
 
 
-def sample_units(rng: np.random.Generator, pretrain: dict) -> dict[int, float]:
-    """AU weights of one sample: neutral, a jittered EMFACS prototype, or a free AU combination."""
-    low, high = (float(v) for v in pretrain["intensity"])
+def realiser_of(pretrain: dict, identity: CorpusIdentity) -> Realiser:
+    """How one identity realises emotions (its own stream, apart from its face's and samples')."""
+    return Realiser(pretrain["au_tables"], pretrain["variation"], np.random.default_rng(identity_key(pretrain, identity, 0, 1)))
+
+
+def intensity_range(rng: np.random.Generator, pretrain: dict) -> tuple[float, float]:
+    """The range a sample's intensity is drawn from: ``low_intensity`` for a share of samples."""
+    fraction = float(pretrain["low_intensity_fraction"])
+    chosen = pretrain["low_intensity"] if fraction and rng.random() < fraction else pretrain["intensity"]
+    return float(chosen[0]), float(chosen[1])
+
+
+def sample_units(rng: np.random.Generator, pretrain: dict, style: Realiser) -> tuple[dict, str | None]:
+    """AU weights of one sample and the emotion it was made as (None: neutral or a free
+    combination): neutral, an emotion as ``style`` realises it, or a free AU combination (each
+    AU that has a one-sided form on a random side with probability ``one_sided_fraction``)."""
     draw = rng.random()
     if draw < pretrain["neutral_fraction"]:
-        return {}
+        return {}, None
     if draw < pretrain["neutral_fraction"] + pretrain["prototype_fraction"]:
         emotion = str(rng.choice(face_model.EMOTIONS))
-        return face_model.expression_weights(emotion, float(rng.uniform(low, high)), rng,
-                                             jitter=float(pretrain["au_jitter"]))
+        low, high = intensity_range(rng, pretrain)
+        return style.weights(emotion, float(rng.uniform(low, high)), rng, jitter=float(pretrain["au_jitter"])), emotion
+    low, high = intensity_range(rng, pretrain)
     count = int(rng.integers(1, int(pretrain["max_units"]) + 1))
     units = rng.choice(face_model.ACTION_UNITS, size=count, replace=False)
-    return {int(au): float(rng.uniform(low, high)) for au in sorted(units)}
+    weights = {int(au): float(rng.uniform(low, high)) for au in sorted(units)}
+    one_sided = float(pretrain["one_sided_fraction"])
+    if one_sided:
+        weights = {unit_key(au, str(rng.choice(["L", "R"]))) if au in UNILATERAL_UNITS and rng.random() < one_sided
+                   else au: w for au, w in weights.items()}
+    return style.individualise(weights), None
 
 
-def _mesh(model, au_weights: dict, rng: np.random.Generator, pose, noise_mm: float) -> Mesh:
-    frame = model.deform(au_weights, rng, tuple(float(p) for p in pose), noise_mm)
+def both_sides_merged(weights: dict) -> dict:
+    """``weights`` with an AU active on both sides (an identity's side bias splits every AU that
+    has a one-sided form) written as the bilateral AU at the mean of its sides: the caption names
+    a side only where one side acts alone, and EMFACS prototypes still match."""
+    merged = {}
+    for key, w in weights.items():
+        au, side = parse_unit(key)
+        other = None if side is None else unit_key(au, "R" if side == "L" else "L")
+        if side is not None and weights.get(other, 0.0) >= VISIBLE_WEIGHT and w >= VISIBLE_WEIGHT:
+            merged[au] = merged.get(au, 0.0) + w / 2
+        else:
+            merged[key] = merged.get(key, 0.0) + w
+    return merged
+
+
+def sample_caption(apex: dict, dynamic: bool, emotion: str | None, pretrain: dict) -> str:
+    """The caption of one sample in the ``captions`` style: ``emfacs`` names the emotion whose
+    EMFACS prototype the AUs contain, ``drawn`` the emotion the sample was made as (whichever
+    table realised it), ``units`` no emotion."""
+    style = pretrain["captions"]
+    apex = both_sides_merged(apex)
+    if style == "drawn":
+        return caption(apex, dynamic=dynamic, with_emotion=False, emotion=emotion)
+    return caption(apex, dynamic=dynamic, with_emotion=style == "emfacs")
+
+
+def _mesh(model, au_weights: dict, rng: np.random.Generator, pose, noise_mm: float, shift=None) -> Mesh:
+    frame = model.deform(au_weights, rng, tuple(float(p) for p in pose), noise_mm, shift)
     return Mesh(np.asarray(frame.vertices, dtype=np.float32), np.asarray(model.triangles))
 
 
@@ -107,16 +184,15 @@ def render_static(renderer, model, weights: dict, rng, pretrain: dict, render: d
 def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pretrain: dict,
                    render: dict) -> np.ndarray:
     """One dynamic image per view of a sequence: the steps of ``render.render_shard`` for 4D data
-    (smoothed nose-tip track, wide crop, one support per view, approximate rank pooling)."""
+    (smoothed nose-tip track, wide crop, one support per view, approximate rank pooling). The head
+    drifts from a random start pose to a random end pose, moved as ``head_motion`` says."""
     from smile_vlm.render import canonicalize_wide
 
     sigma = float(pretrain["pose_sigma_deg"])
     pose_start, pose_end = (np.asarray(face_model.random_pose(rng, sigma)) for _ in range(2))
-    meshes = []
-    for t, s in enumerate(strength):
-        fraction = t / max(1, len(strength) - 1)
-        meshes.append(_mesh(model, {au: w * s for au, w in weights.items()}, rng,
-                            (1 - fraction) * pose_start + fraction * pose_end, float(pretrain["noise_mm"])))
+    poses, shifts = sequence_poses(len(strength), rng, pretrain["head_motion"], pose_start, pose_end)
+    meshes = [_mesh(model, {au: w * s for au, w in weights.items()}, rng, pose, float(pretrain["noise_mm"]), shift)
+              for s, pose, shift in zip(strength, poses, shifts)]
     track = smooth_track(np.stack([nose_tip(mesh) for mesh in meshes]), int(render["nose_smoothing"]))
     views, inside = [], []
     for mesh, tip in zip(meshes, track):
@@ -158,20 +234,20 @@ def build_corpus(settings: dict) -> dict:
                            "samples rendered")
     with Renderer(render) as renderer:
         for identity in identities:
-            model = face_of(pretrain, identity)
+            model, style = face_of(pretrain, identity), realiser_of(pretrain, identity)
             for k in range(int(pretrain["samples_per_identity"])):
                 rng = np.random.default_rng(identity_key(pretrain, identity, k + 1))
-                weights = sample_units(rng, pretrain)
+                weights, emotion = sample_units(rng, pretrain, style)
                 dynamic = bool(rng.random() < pretrain["dynamic_fraction"])
                 if dynamic:
-                    strength = face_model.temporal_profile(int(pretrain["frames"]), rng, "posed")
+                    strength = style.profile(int(pretrain["frames"]), rng, "posed")
                     views = render_dynamic(renderer, model, weights, strength, rng, pretrain, render)
                     apex = {au: w * float(strength.max()) for au, w in weights.items()}
                 else:
                     views = render_static(renderer, model, weights, rng, pretrain, render)
                     apex = weights
                 images.append(views)
-                rows.append({"caption": caption(apex, dynamic=dynamic), "subject": identity.subject,
+                rows.append({"caption": sample_caption(apex, dynamic, emotion, pretrain), "subject": identity.subject,
                              "source": identity.source, "dynamic": dynamic,
                              "units": json.dumps({str(au): round(w, 4) for au, w in apex.items()})})
                 progress.step()

@@ -98,20 +98,27 @@ def _join(parts: list[str]) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def caption(au_weights: Mapping, dynamic: bool = False, with_emotion: bool = True) -> str:
+def caption(au_weights: Mapping, dynamic: bool = False, with_emotion: bool = True, emotion: str | None = None) -> str:
     """One sentence for a face showing ``au_weights`` (AU key -> weight, 1 = full activation).
 
-    ``dynamic``: the caption of a sequence moving to these weights at its apex.
+    ``dynamic``: the caption of a sequence moving to these weights at its apex. ``with_emotion``:
+    name the EMFACS emotion the AUs contain. ``emotion``: name this emotion instead, the one the
+    face was made to show (any AU table's realisation of it, e.g. ``": a sad face."``).
     """
+    if emotion is not None and emotion not in EMOTION_ADJECTIVES:
+        raise ValueError(f"no words for the emotion {emotion!r}; known: {', '.join(EMOTION_ADJECTIVES)}")
     active = active_units(au_weights)
     subject = "a 3D face sequence" if dynamic else "a 3D face"
     if not active:
         return f"{subject} with a neutral expression, no action units."
     verb = "moving into" if dynamic else "showing"
     text = f"{subject} {verb} {_join([describe_unit(au, w) for au, w in active.items()])}"
-    emotion = emfacs_emotion(active) if with_emotion else None
-    if emotion:
-        adjective = EMOTION_ADJECTIVES[emotion]
+    prototype = emfacs_emotion(active) if with_emotion and emotion is None else None
+    named = emotion or prototype
+    if named:
+        adjective = EMOTION_ADJECTIVES[named]
         article = "an" if adjective[0] in "aeiou" else "a"
-        text += f": {article} {adjective} face, the EMFACS prototype of {emotion}"
+        text += f": {article} {adjective} face"
+    if prototype:
+        text += f", the EMFACS prototype of {prototype}"
     return text + "."
