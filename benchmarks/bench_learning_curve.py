@@ -11,9 +11,12 @@ the same settings). Its identities are never an evaluation identity (see smile_v
 Training identities per fold: subjects * (folds - 1) / folds. Prints a markdown table: accuracy
 per fold, mean +- std, the workflow's wall time per cell, and the pretraining's cost and monitored
 vl-align. ``--au-tables`` and ``--variation`` choose how the evaluated dataset realises its
-emotions (synthetic.au_tables, synthetic.variation): the pretraining draws its emotions from its
-own table, so ``--au-tables du2014`` (or ``facs_guide``) measures transfer to realisations the
-pretraining never used.
+emotions (synthetic.au_tables, synthetic.variation); the pretraining's corpus draws its emotions
+from ``pretrain.au_tables`` (``--pretrain '{"au_tables": ["emfacs", "facs_guide"]}'``; default:
+emfacs alone). The table says whether the evaluated tables are held out (none of them in the
+pretraining's) or the pretraining's own, and which corpus options differ from their defaults:
+
+    python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --pretrain '{"au_tables": ["emfacs", "facs_guide"]}' --au-tables du2014
 
     python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --dataset bu3dfe --subjects 15 30 --folds 3
 """
@@ -96,7 +99,29 @@ def summary(accuracies: list[float]) -> str:
     return f"{statistics.mean(accuracies):.1f} ± {spread:.1f}"
 
 
-def describe_pretraining(vision_pt: Path, benchmark_tsv: Path | None) -> str:
+def corpus_options(vision: dict) -> dict:
+    """The pretraining's corpus options that differ from the schema's defaults (as it ran them)."""
+    from smile_vlm.corpus import complete_corpus_options
+    from smile_vlm.settings import PRETRAIN_DEFAULTS
+
+    ran = json.loads(vision["settings"])["pretrain"]
+    defaults = complete_corpus_options(PRETRAIN_DEFAULTS)
+    options = ("au_tables", "variation", "one_sided_fraction", "low_intensity_fraction", "low_intensity",
+               "head_motion", "captions")
+    return {key: ran.get(key, defaults[key]) for key in options if ran.get(key, defaults[key]) != defaults[key]}
+
+
+def realisation_note(vision: dict, evaluated: list[str]) -> str:
+    """Whether the evaluated dataset's AU tables are held out from the pretraining's corpus."""
+    from smile_vlm.settings import PRETRAIN_DEFAULTS
+
+    used = json.loads(vision["settings"])["pretrain"].get("au_tables", PRETRAIN_DEFAULTS["au_tables"])
+    if not set(used) & set(evaluated):
+        return f"held-out realisation: evaluated on {' + '.join(evaluated)}, pretrained on {' + '.join(used)}"
+    return f"the pretraining's own realisation: evaluated on {' + '.join(evaluated)}, pretrained on {' + '.join(used)}"
+
+
+def describe_pretraining(vision_pt: Path, benchmark_tsv: Path | None, evaluated: list[str]) -> str:
     import torch
 
     vision = torch.load(vision_pt, weights_only=True)
@@ -104,9 +129,11 @@ def describe_pretraining(vision_pt: Path, benchmark_tsv: Path | None) -> str:
     cost = ""
     if benchmark_tsv is not None and benchmark_tsv.exists():
         cost = f", job {float(benchmark_tsv.read_text().splitlines()[1].split(chr(9))[0]):.0f} s"
+    options = corpus_options(vision)
     return (f"pretraining {vision_pt}: {vision['corpus']['samples']} samples of "
             f"{len(vision['corpus']['subjects'])} identities, {len(history) - 1} epochs{cost}; "
-            f"monitored vl-align {history[0]['monitor_vl_align']:.3f} -> {history[-1]['monitor_vl_align']:.3f}")
+            f"monitored vl-align {history[0]['monitor_vl_align']:.3f} -> {history[-1]['monitor_vl_align']:.3f}; "
+            f"corpus options {json.dumps(options) if options else 'the defaults'}\n{realisation_note(vision, evaluated)}")
 
 
 def main() -> None:
@@ -161,7 +188,10 @@ def main() -> None:
         realised += f", variation {args.variation}"
     print(f"synthetic {args.dataset}, {args.face_source} faces{levels}{realised}, {args.folds} subject-independent folds, "
           f"{args.render_size} px renders")
-    print(describe_pretraining(vision_pt, benchmark_tsv) + "\n")
+    from smile_vlm.settings import section_defaults
+
+    evaluated = args.au_tables or section_defaults("synthetic")["au_tables"]
+    print(describe_pretraining(vision_pt, benchmark_tsv, evaluated) + "\n")
     print("| subjects | training identities per fold | test samples (all folds) | from scratch, per fold (%) | "
           "from scratch (%) | pretrained, per fold (%) | pretrained (%) | workflow s |")
     print("|---|---|---|---|---|---|---|---|")

@@ -171,6 +171,18 @@ def sample_caption(apex: dict, dynamic: bool, emotion: str | None, pretrain: dic
     return caption(apex, dynamic=dynamic, with_emotion=style == "emfacs")
 
 
+def draw_sample(rng: np.random.Generator, pretrain: dict, style: Realiser) -> dict:
+    """What one sample shows, drawn before anything it renders: AU ``weights``, the ``emotion`` it
+    was made as, the 4D ``strength`` profile (None: a static scan), the ``apex`` weights and the
+    ``caption``."""
+    weights, emotion = sample_units(rng, pretrain, style)
+    dynamic = bool(rng.random() < pretrain["dynamic_fraction"])
+    strength = style.profile(int(pretrain["frames"]), rng, "posed") if dynamic else None
+    apex = weights if strength is None else {au: w * float(strength.max()) for au, w in weights.items()}
+    return {"weights": weights, "emotion": emotion, "strength": strength, "apex": apex,
+            "caption": sample_caption(apex, dynamic, emotion, pretrain)}
+
+
 def _mesh(model, au_weights: dict, rng: np.random.Generator, pose, noise_mm: float, shift=None) -> Mesh:
     frame = model.deform(au_weights, rng, tuple(float(p) for p in pose), noise_mm, shift)
     return Mesh(np.asarray(frame.vertices, dtype=np.float32), np.asarray(model.triangles))
@@ -237,19 +249,15 @@ def build_corpus(settings: dict) -> dict:
             model, style = face_of(pretrain, identity), realiser_of(pretrain, identity)
             for k in range(int(pretrain["samples_per_identity"])):
                 rng = np.random.default_rng(identity_key(pretrain, identity, k + 1))
-                weights, emotion = sample_units(rng, pretrain, style)
-                dynamic = bool(rng.random() < pretrain["dynamic_fraction"])
-                if dynamic:
-                    strength = style.profile(int(pretrain["frames"]), rng, "posed")
-                    views = render_dynamic(renderer, model, weights, strength, rng, pretrain, render)
-                    apex = {au: w * float(strength.max()) for au, w in weights.items()}
+                sample = draw_sample(rng, pretrain, style)
+                if sample["strength"] is None:
+                    views = render_static(renderer, model, sample["weights"], rng, pretrain, render)
                 else:
-                    views = render_static(renderer, model, weights, rng, pretrain, render)
-                    apex = weights
+                    views = render_dynamic(renderer, model, sample["weights"], sample["strength"], rng, pretrain, render)
                 images.append(views)
-                rows.append({"caption": sample_caption(apex, dynamic, emotion, pretrain), "subject": identity.subject,
-                             "source": identity.source, "dynamic": dynamic,
-                             "units": json.dumps({str(au): round(w, 4) for au, w in apex.items()})})
+                rows.append({"caption": sample["caption"], "subject": identity.subject, "source": identity.source,
+                             "dynamic": sample["strength"] is not None,
+                             "units": json.dumps({str(au): round(w, 4) for au, w in sample["apex"].items()})})
                 progress.step()
     log.info("pretraining corpus: %d samples of %d identities (%d ICT-FaceKit) rendered in %.1f s",
              len(rows), len(identities), sum(i.source == "ict" for i in identities), time.perf_counter() - started)
