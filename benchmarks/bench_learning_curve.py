@@ -101,11 +101,9 @@ def summary(accuracies: list[float]) -> str:
 
 def corpus_options(vision: dict) -> dict:
     """The pretraining's corpus options that differ from the schema's defaults (as it ran them)."""
-    from smile_vlm.corpus import complete_corpus_options
-    from smile_vlm.settings import PRETRAIN_DEFAULTS
+    from smile_vlm.settings import PRETRAIN_DEFAULTS as defaults
 
     ran = json.loads(vision["settings"])["pretrain"]
-    defaults = complete_corpus_options(PRETRAIN_DEFAULTS)
     options = ("au_tables", "variation", "one_sided_fraction", "low_intensity_fraction", "low_intensity",
                "head_motion", "captions")
     return {key: ran.get(key, defaults[key]) for key in options if ran.get(key, defaults[key]) != defaults[key]}

@@ -33,9 +33,10 @@ from smile_vlm.dynamic import apply_support, approximate_rank_pooling, common_su
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
 from smile_vlm.progress import ProgressLog
-from smile_vlm.settings import complete, section_defaults, section_enum
+from smile_vlm.settings import complete, section_enum
 from smile_vlm.synth import face as face_model
 from smile_vlm.synth.captions import VISIBLE_WEIGHT, caption
+from smile_vlm.synth.layouts import DEFAULTS as SYNTHETIC_DEFAULTS
 from smile_vlm.synth.motion import sequence_poses
 from smile_vlm.synth.realisation import Realiser
 from smile_vlm.synth.units import UNILATERAL_UNITS, parse_unit, unit_key
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 PRETRAIN_STREAM = 1000  # seed-key element of pretraining; datasets use their code 0-4 here
 SOURCES = ("procedural", "ict")
 CAPTION_STYLES = section_enum("pretrain", "captions")
+# What pretrain.variation and pretrain.head_motion override: the generator's own settings.
+DEFAULT_VARIATION = SYNTHETIC_DEFAULTS["variation"]
+DEFAULT_HEAD_MOTION = SYNTHETIC_DEFAULTS["head_motion"]
 # Settings that change the corpus (the rest only change the training).
 CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_identity", "dynamic_fraction",
                "frames", "prototype_fraction", "neutral_fraction", "max_units", "intensity", "au_jitter",
@@ -52,27 +56,31 @@ CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_ide
                "one_sided_fraction", "low_intensity_fraction", "low_intensity", "head_motion", "captions")
 
 
-def complete_corpus_options(pretrain: dict) -> dict:
-    """``pretrain`` with ``variation`` and ``head_motion`` completed from the synthetic section's
-    defaults (the generator's meanings) and the corpus's choices checked, before anything renders."""
+def check_corpus_options(pretrain: dict) -> dict:
+    """``pretrain`` with the corpus's choices checked, before anything renders. ``variation`` and
+    ``head_motion`` stay overrides of the synthetic section's keys (the generator's meanings),
+    completed where they are used (``realiser_of``, ``render_dynamic``)."""
     from smile_vlm.synth.au_tables import TABLES
     from smile_vlm.synth.motion import HEAD_MOTIONS
 
-    pretrain = dict(pretrain)
-    for key in ("variation", "head_motion"):
-        known = section_defaults("synthetic", key)
+    for key, known in (("variation", DEFAULT_VARIATION), ("head_motion", DEFAULT_HEAD_MOTION)):
         extra = sorted(set(pretrain[key] or {}) - set(known))
         if extra:
             raise ValueError(f"unknown pretrain.{key} settings {extra} (known: {', '.join(sorted(known))})")
-        pretrain[key] = {**known, **(pretrain[key] or {})}
     unknown = [name for name in pretrain["au_tables"] if name not in TABLES]
     if unknown or not pretrain["au_tables"]:
         raise ValueError(f"pretrain.au_tables {pretrain['au_tables']}: choose one or more of {', '.join(TABLES)}")
-    if pretrain["head_motion"]["kind"] not in HEAD_MOTIONS:
-        raise ValueError(f"pretrain.head_motion.kind {pretrain['head_motion']['kind']!r}: choose one of {', '.join(HEAD_MOTIONS)}")
+    kind = head_motion(pretrain)["kind"]
+    if kind not in HEAD_MOTIONS:
+        raise ValueError(f"pretrain.head_motion.kind {kind!r}: choose one of {', '.join(HEAD_MOTIONS)}")
     if pretrain["captions"] not in CAPTION_STYLES:
         raise ValueError(f"pretrain.captions {pretrain['captions']!r}: choose one of {', '.join(CAPTION_STYLES)}")
     return pretrain
+
+
+def head_motion(pretrain: dict) -> dict:
+    """The complete head-motion setting of the corpus's sequences."""
+    return {**DEFAULT_HEAD_MOTION, **(pretrain["head_motion"] or {})}
 
 
 # --------------------------------------------------------------------------- identities
@@ -113,7 +121,8 @@ def face_of(pretrain: dict, identity: CorpusIdentity):
 
 def realiser_of(pretrain: dict, identity: CorpusIdentity) -> Realiser:
     """How one identity realises emotions (its own stream, apart from its face's and samples')."""
-    return Realiser(pretrain["au_tables"], pretrain["variation"], np.random.default_rng(identity_key(pretrain, identity, 0, 1)))
+    variation = {**DEFAULT_VARIATION, **(pretrain["variation"] or {})}
+    return Realiser(pretrain["au_tables"], variation, np.random.default_rng(identity_key(pretrain, identity, 0, 1)))
 
 
 def intensity_range(rng: np.random.Generator, pretrain: dict) -> tuple[float, float]:
@@ -202,7 +211,7 @@ def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pr
 
     sigma = float(pretrain["pose_sigma_deg"])
     pose_start, pose_end = (np.asarray(face_model.random_pose(rng, sigma)) for _ in range(2))
-    poses, shifts = sequence_poses(len(strength), rng, pretrain["head_motion"], pose_start, pose_end)
+    poses, shifts = sequence_poses(len(strength), rng, head_motion(pretrain), pose_start, pose_end)
     meshes = [_mesh(model, {au: w * s for au, w in weights.items()}, rng, pose, float(pretrain["noise_mm"]), shift)
               for s, pose, shift in zip(strength, poses, shifts)]
     track = smooth_track(np.stack([nose_tip(mesh) for mesh in meshes]), int(render["nose_smoothing"]))

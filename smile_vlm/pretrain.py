@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from smile_vlm import atomic
-from smile_vlm.corpus import complete_corpus_options, corpus_digest, load_or_build_corpus
+from smile_vlm.corpus import check_corpus_options, corpus_digest, load_or_build_corpus
 from smile_vlm.settings import DEFAULT_VISION_SPEC, PRETRAIN_DEFAULTS, PRETRAIN_RENDER_KEYS, complete
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def resolve(settings: dict | None) -> dict:
     extra = set(settings.get("pretrain") or {}) - set(DEFAULTS)
     if extra:
         raise ValueError(f"unknown pretrain settings {sorted(extra)} (known: {', '.join(sorted(DEFAULTS))})")
-    pretrain = complete_corpus_options(complete("pretrain", settings.get("pretrain")))
+    pretrain = check_corpus_options(complete("pretrain", settings.get("pretrain")))
     if pretrain["identities"] < 1 or pretrain["samples_per_identity"] < 1:
         raise ValueError("pretrain.identities and pretrain.samples_per_identity must be at least 1")
     if pretrain["frames"] < 2:
