@@ -49,7 +49,7 @@ CHEEKS_BELOW_MM = 25.0
 ICP_EDGE_MARGIN_MM = 10.0
 ICP_SOURCE_POINTS = 3000  # a frame's region is subsampled to at most this many points
 ICP_MIN_POINTS = 100
-ICP_INLIER_FRACTION = 0.6
+ICP_INLIER_FRACTION = 0.5
 ICP_MAX_ITERATIONS = 40
 ICP_STOP_RADIANS, ICP_STOP_MM = 1e-6, 1e-4
 # Refusals: a pose change beyond these is no head motion within one sequence but a failed fit.
