@@ -13,7 +13,9 @@ from smile_vlm.readers.fourdme import read_annotations
 from smile_vlm.readers.obj import read_obj
 from smile_vlm.readers.vrml import read_vrml
 from smile_vlm.synth import generate, writers
-from smile_vlm.synth.face import EMOTIONS, FaceModel, PROTOTYPES, sample_identity
+from smile_vlm.synth.expressions import EMOTIONS, PROTOTYPES
+from smile_vlm.synth.face import FaceModel
+from smile_vlm.synth.identity import sample_identity
 
 COORD_TOLERANCE = 0.5 * 10.0 ** -writers.COORD_DECIMALS + 1e-5  # rounding plus float32
 UV_TOLERANCE = 0.5 * 10.0 ** -writers.UV_DECIMALS + 1e-6
