@@ -47,11 +47,11 @@ UPPER_FACE_FROM_MM = -10.0
 NOSE_HALF_WIDTH_MM = 20.0
 CHEEKS_BELOW_MM = 25.0
 ICP_EDGE_MARGIN_MM = 10.0
-ICP_SOURCE_POINTS = 3000  # a frame's region is subsampled to at most this many points
+ICP_SOURCE_POINTS = 2000  # a frame's region is subsampled to at most this many points
 ICP_MIN_POINTS = 100
 ICP_INLIER_FRACTION = 0.5
 ICP_MAX_ITERATIONS = 40
-ICP_STOP_RADIANS, ICP_STOP_MM = 1e-6, 1e-4
+ICP_STOP_RADIANS, ICP_STOP_MM = 1e-5, 1e-3
 # Refusals: a pose change beyond these is no head motion within one sequence but a failed fit.
 MAX_ROTATION_DEG = 30.0
 MAX_INLIER_RMS_MM = 3.0
@@ -185,16 +185,16 @@ class IcpTarget:
         self.tree = cKDTree(self.points)
 
 
-def fit_icp(vertices_mm: np.ndarray, nose_tip_mm: np.ndarray, target: IcpTarget, radius_mm: float,
-            path: str | Path) -> Rigid:
-    """Trimmed point-to-plane ICP of a frame's upper face onto the target's (all in mm)."""
-    region = upper_face(vertices_mm, nose_tip_mm, radius_mm - ICP_EDGE_MARGIN_MM, 0.0)
+def fit_icp(vertices_mm: np.ndarray, start: Rigid, target: IcpTarget, radius_mm: float, path: str | Path) -> Rigid:
+    """Trimmed point-to-plane ICP of a frame's upper face onto the target's, from ``start`` (all in
+    mm). The region is chosen where ``start`` puts the frame, in the reference's axes."""
+    region = upper_face(start.apply(vertices_mm), target.nose_tip, radius_mm - ICP_EDGE_MARGIN_MM, 0.0)
     points = vertices_mm[region]
     if len(points) < ICP_MIN_POINTS:
         raise ScanError(path, f"{len(points)} points in the upper face, registration needs {ICP_MIN_POINTS}")
     points = points[:: max(1, int(np.ceil(len(points) / ICP_SOURCE_POINTS)))]
     n_inliers = max(ICP_MIN_POINTS // 2, int(ICP_INLIER_FRACTION * len(points)))
-    rotation, translation = np.eye(3), target.nose_tip - nose_tip_mm
+    rotation, translation = start.rotation, start.translation
     lever = np.r_[np.full(3, 1.0 / radius_mm), np.ones(3)]  # rotations in mm at the crop's edge
     for _ in range(ICP_MAX_ITERATIONS):
         moved = points @ rotation.T + translation
@@ -255,12 +255,24 @@ class SequenceRegistration:
             return Rigid.identity()
         if landmarks is not None and self.reference_landmarks is not None and self.method != "icp":
             in_mm = fit_landmarks(landmarks, self.reference_landmarks, landmark_path)
+            if self.method == "auto":  # the landmarks' fit refined on the mesh
+                in_mm = fit_icp(self.vertices_mm(mesh), in_mm, self.icp_target(), self.radius_mm, path)
         else:
-            if self.target is None:
-                self.target = IcpTarget(self.reference, self.reference_tip, self.mm_per_unit, self.radius_mm)
-            vertices = mesh.vertices[referenced_vertices(mesh)].astype(np.float64) * self.mm_per_unit
-            in_mm = fit_icp(vertices, tip_mm, self.target, self.radius_mm, path)
+            vertices = self.vertices_mm(mesh)
+            start = Rigid(np.eye(3), self.reference_tip - tip_mm)
+            # a second round chooses the region again, where the first put the frame: the same
+            # part of the face whatever the head's pose
+            for _ in range(2):
+                start = in_mm = fit_icp(vertices, start, self.icp_target(), self.radius_mm, path)
         return Rigid(in_mm.rotation, in_mm.translation / self.mm_per_unit)
+
+    def vertices_mm(self, mesh: Mesh) -> np.ndarray:
+        return mesh.vertices[referenced_vertices(mesh)].astype(np.float64) * self.mm_per_unit
+
+    def icp_target(self) -> IcpTarget:
+        if self.target is None:
+            self.target = IcpTarget(self.reference, self.reference_tip, self.mm_per_unit, self.radius_mm)
+        return self.target
 
     def landmarks(self, landmark_path: str, path) -> np.ndarray | None:
         """The frame's stable landmarks in mm, or None when it has no landmark file."""
