@@ -11,14 +11,18 @@ Two ways, chosen by ``render.registration``:
 - landmarks: Kabsch (Umeyama without scale) on the BU-4DFE landmarks that expressions move
   least, the four eye corners and the nose bridge and sides, with one trimming pass that drops
   a landmark whose residual is far above the others' (a tracked point that slipped).
-- icp: a trimmed point-to-plane ICP of the frame's upper face (nose and everything above it,
-  inside the crop) onto the reference's, with a KD-tree. Expressions move the mouth, jaw and
-  cheeks most, so the lower face is left out; what moves above the nose (brows, lids, forehead
-  skin) is handled by keeping only the closest ``ICP_INLIER_FRACTION`` of the pairs each
-  iteration. It starts from the nose tips put on top of each other and runs a bounded number
-  of iterations on a fixed subsample, so the same frames give the same transform.
+- icp: a trimmed point-to-plane ICP of the frame's upper face (the nose strip and everything
+  above the cheeks, inside the crop) onto the reference's, with a KD-tree. Expressions move the
+  mouth, jaw and cheeks most, so those are left out; what moves above them (brows, lids,
+  forehead skin, a wrinkled nose) is handled by keeping only the closest
+  ``ICP_INLIER_FRACTION`` of the pairs each iteration. It starts from the nose tips put on top
+  of each other, and a second round chooses the region again where the first put the frame, so
+  that the same part of the face is used whatever the head's pose. Bounded iterations on a
+  fixed subsample: the same frames give the same transform.
 
-``auto`` uses the landmarks where the frame and the reference both have a landmark file, else icp.
+``auto`` starts the icp from the landmarks' fit where the frame and the reference both have a
+landmark file (the landmarks alone are tracked points, a few of which move with expressions),
+else it is icp. The frames are then put in their mean pose by smile_vlm.sequence.
 """
 
 from __future__ import annotations
