@@ -4,8 +4,8 @@ The readers already return every dataset with the face looking toward +z and y u
 rows are flipped by its reader), so no rotation is estimated here: only the nose tip, a
 spherical crop that removes hair, shoulders and scanner clutter, and a scale that makes all
 datasets comparable for the renderer's fixed camera. The frames of a 4D sequence are first
-moved rigidly onto the sequence's first frame (smile_vlm.register, called by smile_vlm.sequence),
-so that head motion within a sequence is removed before they are centred here.
+moved rigidly into one head pose (smile_vlm.register, called by smile_vlm.sequence), so that head
+motion within a sequence is removed before they are centred here.
 """
 
 from __future__ import annotations
