@@ -20,9 +20,11 @@ Two ways, chosen by ``render.registration``:
   that the same part of the face is used whatever the head's pose. Bounded iterations on a
   fixed subsample: the same frames give the same transform.
 
-``auto`` starts the icp from the landmarks' fit where the frame and the reference both have a
-landmark file (the landmarks alone are tracked points, a few of which move with expressions),
-else it is icp. The frames are then put in their mean pose by smile_vlm.sequence.
+``auto`` is icp, and the landmarks' fit for a frame the mesh admits no rigid fit for, where it and
+the reference have landmark files. The mesh comes first because on the synthetic BU-4DFE it left
+less head motion in the dynamic images than the landmarks did (benchmarks/bench_registration.py),
+and because it gives ``smile-vlm predict``, which sees no landmark files, the same frames as the
+render job. The frames are then put in their mean pose by smile_vlm.sequence.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ ICP_SOURCE_POINTS = 2000  # a frame's region is subsampled to at most this many 
 ICP_MIN_POINTS = 100
 ICP_INLIER_FRACTION = 0.5
 ICP_MAX_ITERATIONS = 40
-ICP_STOP_RADIANS, ICP_STOP_MM = 1e-5, 1e-3
+ICP_STOP_RADIANS, ICP_STOP_MM = 1e-4, 1e-2
 # Refusals: a pose change beyond these is no head motion within one sequence but a failed fit.
 MAX_ROTATION_DEG = 30.0
 MAX_INLIER_RMS_MM = 3.0
@@ -246,46 +248,55 @@ class SequenceRegistration:
         self.read_landmarks = read_landmarks
         self.reference: Mesh | None = None
         self.reference_tip = self.reference_landmarks = None
+        self.reference_landmark_path = ""
         self.target: IcpTarget | None = None
 
     def fit(self, mesh: Mesh, nose_tip: np.ndarray, landmark_path: str = "") -> Rigid:
         path = mesh.source if mesh.source is not None else "<mesh>"
-        landmarks = self.landmarks(landmark_path, path)
         tip_mm = np.asarray(nose_tip, np.float64) * self.mm_per_unit
         if self.reference is None:
             if self.method == "icp":
                 self.target = IcpTarget(mesh, tip_mm, self.mm_per_unit, self.radius_mm)
-            self.reference, self.reference_tip, self.reference_landmarks = mesh, tip_mm, landmarks
+            if self.method == "landmarks":
+                self.reference_landmarks = self.landmarks(landmark_path, path)
+            self.reference, self.reference_tip, self.reference_landmark_path = mesh, tip_mm, landmark_path
             return Rigid.identity()
-        if landmarks is not None and self.reference_landmarks is not None and self.method != "icp":
-            in_mm = fit_landmarks(landmarks, self.reference_landmarks, landmark_path)
-            if self.method == "auto":  # the landmarks' fit refined on the mesh
-                in_mm = fit_icp(self.vertices_mm(mesh), in_mm, self.icp_target(), self.radius_mm, path)
+        if self.method == "landmarks":
+            in_mm = fit_landmarks(self.landmarks(landmark_path, path), self.reference_landmarks, landmark_path)
         else:
-            vertices = self.vertices_mm(mesh)
-            start = Rigid(np.eye(3), self.reference_tip - tip_mm)
-            # a second round chooses the region again, where the first put the frame: the same
-            # part of the face whatever the head's pose
-            for _ in range(2):
-                start = in_mm = fit_icp(vertices, start, self.icp_target(), self.radius_mm, path)
+            try:
+                in_mm = self.fit_mesh(mesh, tip_mm, path)
+            except ScanError:
+                if self.method == "icp" or not (has_landmarks(landmark_path)
+                                                and has_landmarks(self.reference_landmark_path)):
+                    raise
+                # auto: where the mesh admits no rigid fit, the landmarks' fit
+                if self.reference_landmarks is None:
+                    self.reference_landmarks = self.landmarks(self.reference_landmark_path, self.reference.source)
+                in_mm = fit_landmarks(self.landmarks(landmark_path, path), self.reference_landmarks, landmark_path)
         return Rigid(in_mm.rotation, in_mm.translation / self.mm_per_unit)
 
-    def vertices_mm(self, mesh: Mesh) -> np.ndarray:
-        return mesh.vertices[referenced_vertices(mesh)].astype(np.float64) * self.mm_per_unit
-
-    def icp_target(self) -> IcpTarget:
+    def fit_mesh(self, mesh: Mesh, tip_mm: np.ndarray, path) -> Rigid:
+        """Two ICP rounds from the nose tips put on top of each other; the second chooses the region
+        again where the first put the frame: the same part of the face whatever the head's pose."""
         if self.target is None:
             self.target = IcpTarget(self.reference, self.reference_tip, self.mm_per_unit, self.radius_mm)
-        return self.target
+        vertices = mesh.vertices[referenced_vertices(mesh)].astype(np.float64) * self.mm_per_unit
+        fitted = Rigid(np.eye(3), self.reference_tip - tip_mm)
+        for _ in range(2):
+            fitted = fit_icp(vertices, fitted, self.target, self.radius_mm, path)
+        return fitted
 
-    def landmarks(self, landmark_path: str, path) -> np.ndarray | None:
-        """The frame's stable landmarks in mm, or None when it has no landmark file."""
-        if self.method == "icp" or not str(landmark_path).lower().endswith(".bnd"):
-            if self.method == "landmarks":
-                raise ScanError(path, "registration: landmarks needs a landmark file (.bnd) for every frame; "
-                                      "use auto or icp for datasets without them")
-            return None
+    def landmarks(self, landmark_path: str, path) -> np.ndarray:
+        """A frame's stable landmarks in mm."""
+        if not has_landmarks(landmark_path):
+            raise ScanError(path, "registration: landmarks needs a landmark file (.bnd) for every frame; "
+                                  "use auto or icp for datasets without them")
         return self.read_landmarks(landmark_path) * self.mm_per_unit
+
+
+def has_landmarks(landmark_path) -> bool:
+    return str(landmark_path or "").lower().endswith(".bnd")
 
 
 def registered(mesh: Mesh, transform: Rigid) -> Mesh:

@@ -83,8 +83,7 @@ def write_landmarks(path, face, mesh: Mesh) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("method", ["landmarks", "auto"])
-def test_landmarks_recover_a_known_head_motion(tmp_path, face, method):
+def test_landmarks_recover_a_known_head_motion(tmp_path, face):
     calls = []
 
     def read(path):
@@ -92,15 +91,43 @@ def test_landmarks_recover_a_known_head_motion(tmp_path, face, method):
         from smile_vlm.register import read_stable_landmarks
         return read_stable_landmarks(path)
 
-    registration = SequenceRegistration(method, 1.0, 90.0, read_landmarks=read)
+    registration = SequenceRegistration("landmarks", 1.0, 90.0, read_landmarks=read)
     reference = frame_mesh(face, SMILE, seed=1)
     registration.fit(reference, nose_tip(reference), write_landmarks(tmp_path / "0.bnd", face, reference))
     motion = head_motion(**MOTION)
     moved = frame_mesh(face, SMILE, motion, seed=2)
     fitted = registration.fit(moved, nose_tip(moved), write_landmarks(tmp_path / "1.bnd", face, moved))
-    assert len(calls) == 2  # auto takes the landmarks where there are some
+    assert len(calls) == 2
     assert angle_between(fitted.rotation @ motion.rotation, np.eye(3)) < 0.5
     assert np.abs(fitted.apply(moved.vertices) - reference.vertices).mean() < 0.5
+
+
+def plate(name: str) -> Mesh:
+    """A flat plate: any turn about its normal or shift along it fits as well as none."""
+    x, y = np.meshgrid(np.linspace(-80, 80, 40), np.linspace(-80, 80, 40))
+    vertices = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)])
+    index = np.arange(x.size).reshape(x.shape)
+    faces = np.concatenate([np.stack([index[:-1, :-1], index[:-1, 1:], index[1:, 1:]], -1).reshape(-1, 3),
+                            np.stack([index[:-1, :-1], index[1:, 1:], index[1:, :-1]], -1).reshape(-1, 3)])
+    return Mesh(vertices, faces, source=name)
+
+
+def test_auto_takes_the_mesh_and_the_landmarks_where_the_mesh_admits_no_fit(tmp_path, face):
+    reference, motion = frame_mesh(face, SMILE, seed=1), head_motion(**MOTION)
+    moved = frame_mesh(face, SMILE, motion, seed=2)
+    paths = [write_landmarks(tmp_path / f"{t}.bnd", face, mesh) for t, mesh in enumerate((reference, moved))]
+    mesh_fit = SequenceRegistration("icp", 1.0, 90.0)
+    mesh_fit.fit(reference, nose_tip(reference))
+    auto = SequenceRegistration("auto", 1.0, 90.0, read_landmarks=lambda path: pytest.fail("read " + path))
+    auto.fit(reference, nose_tip(reference), paths[0])
+    # a face: the mesh's fit, the landmarks unread
+    fitted = auto.fit(moved, nose_tip(moved), paths[1])
+    np.testing.assert_array_equal(fitted.rotation, mesh_fit.fit(moved, nose_tip(moved)).rotation)
+    # a featureless mesh: the landmarks' fit
+    auto = SequenceRegistration("auto", 1.0, 90.0)
+    auto.fit(plate("0.obj"), np.zeros(3), paths[0])
+    fitted = auto.fit(plate("1.obj"), np.zeros(3), paths[1])
+    assert angle_between(fitted.rotation @ motion.rotation, np.eye(3)) < 0.5
 
 
 def test_landmarks_mode_refuses_a_frame_without_landmarks(face):
@@ -111,16 +138,10 @@ def test_landmarks_mode_refuses_a_frame_without_landmarks(face):
 
 
 def test_degenerate_input_is_refused_with_the_file_name(tmp_path, face):
-    # a flat plate: any turn about its normal or shift along it fits as well as none
-    x, y = np.meshgrid(np.linspace(-80, 80, 40), np.linspace(-80, 80, 40))
-    vertices = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)])
-    index = np.arange(x.size).reshape(x.shape)
-    faces = np.concatenate([np.stack([index[:-1, :-1], index[:-1, 1:], index[1:, 1:]], -1).reshape(-1, 3),
-                            np.stack([index[:-1, :-1], index[1:, 1:], index[1:, :-1]], -1).reshape(-1, 3)])
     registration = SequenceRegistration("icp", 1.0, 90.0)
-    registration.fit(Mesh(vertices, faces, source="plate0.obj"), np.zeros(3))
+    registration.fit(plate("plate0.obj"), np.zeros(3))
     with pytest.raises(ScanError, match="plate1.obj: .*featureless"):
-        registration.fit(Mesh(vertices + [1.0, 0, 0], faces, source="plate1.obj"), np.zeros(3))
+        registration.fit(plate("plate1.obj"), np.zeros(3))
 
     # a frame with nothing in its upper face
     registration = SequenceRegistration("icp", 1.0, 90.0)
