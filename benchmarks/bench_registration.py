@@ -19,8 +19,8 @@ turned by a constant 0.5 degrees of yaw, 0.3 of pitch and 0.4 mm per axis (no re
 correlates with itself far below 1 (printed as "constant offset"). Centring measures what
 registration removes, the motion between frames.
 
-For each ``render.registration`` (none = the baseline, today's centring on the smoothed nose-tip
-track; auto, which uses the BND landmarks here; icp) it runs the render job (``render_shard``,
+For each ``render.registration`` of ``--methods`` (none = the baseline, centring on the smoothed
+nose-tip track; auto = the mesh's ICP; landmarks = the BND landmarks alone) it runs the render job (``render_shard``,
 default render settings otherwise) on both copies in this process and reports:
 
 - its CPU time (process time: one llvmpipe thread, LP_NUM_THREADS=1, as in parallel jobs;
@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per sequence (all are rendered)")
     parser.add_argument("--face-source", choices=["procedural", "ict"], default="procedural")
     parser.add_argument("--ict-dir", default=None)
-    parser.add_argument("--methods", default="none,auto,icp", help="registration settings; the first is the baseline")
+    parser.add_argument("--methods", default="none,auto,landmarks", help="registration settings; the first is the baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="keep the corpora and renders in this folder")
     args = parser.parse_args()
