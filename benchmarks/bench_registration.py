@@ -144,6 +144,7 @@ def main() -> None:
 
     from smile_vlm.index import write_index
     from smile_vlm.normalize import millimetres_per_unit
+    from smile_vlm.readers import read_mesh
     from smile_vlm.render import render_shard
     from smile_vlm.settings import section_defaults
     from smile_vlm.synth import generate
@@ -165,8 +166,7 @@ def main() -> None:
             manifests[copy], _, _ = write_index("bu4dfe", root, {"validate": "header"}, folder / f"{copy}.csv",
                                                 folder / f"{copy}_rejects.csv")
         subject = manifests["still"]["subject"].iloc[0]
-        n_vertices = __import__("smile_vlm.readers", fromlist=["read_mesh"]).read_mesh(
-            manifests["still"]["mesh_path"].iloc[0]).n_vertices
+        n_vertices = read_mesh(manifests["still"]["mesh_path"].iloc[0]).n_vertices
         methods = args.methods.split(",")
         print(f"1 subject, 6 sequences x {args.frames} frames, {n_vertices} vertices per frame "
               f"({args.face_source} face); motion per frame: yaw, pitch uniform +-{MAX_ANGLE_DEG:g} deg, "

@@ -46,9 +46,11 @@ STABLE_BU83 = (0, 4, 8, 12, 36, 37, 38, 45, 46, 47)
 MIN_LANDMARKS = 4
 LANDMARK_OUTLIER_FACTOR = 3.0  # residual over the median that marks a slipped landmark
 
-# The ICP region, relative to the nose tip (mm): the face above this height, inside the crop.
-# The reference's region reaches further, so that a frame's points near the region's edge still
-# find their true partners after up to ICP_EDGE_MARGIN_MM of motion.
+# The ICP region, relative to the nose tip (mm), inside the crop: the nose strip (no lower than
+# UPPER_FACE_FROM_MM, no wider than NOSE_HALF_WIDTH_MM each side) and everything above the cheeks
+# (CHEEKS_BELOW_MM), which a smile raises. The reference's region reaches further, so that a
+# frame's points near the region's edge still find their partners after up to
+# ICP_EDGE_MARGIN_MM of motion.
 UPPER_FACE_FROM_MM = -10.0
 NOSE_HALF_WIDTH_MM = 20.0
 CHEEKS_BELOW_MM = 25.0
