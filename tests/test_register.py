@@ -14,6 +14,7 @@ from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import nose_tip
 from smile_vlm.register import Rigid, SequenceRegistration, kabsch, mean_pose, rotation_from_vector
 from smile_vlm.render import render_shard
+from smile_vlm.settings import complete
 from smile_vlm.synth import writers
 from smile_vlm.synth.face import FaceModel, sample_identity
 
@@ -174,7 +175,7 @@ def dynamic_image(tmp_path, meshes, registration, name, **extra) -> np.ndarray:
     pd.DataFrame([manifest_row(t) for t in range(len(meshes))]).to_csv(tmp_path / "m.csv", index=False)
     by_path = {f"seq/{t}": mesh for t, mesh in enumerate(meshes)}
     settings = {"mode": "shaded", "size": SIZE, "frames": "all", "registration": registration}
-    render_shard(tmp_path / "m.csv", "toy", "S", tmp_path / name, settings,
+    render_shard(tmp_path / "m.csv", "toy", "S", tmp_path / name, complete("render", settings),
                  mesh_reader=lambda path: Mesh(by_path[path].vertices, by_path[path].faces, source=path,
                                                  landmarks=dict(by_path[path].landmarks)), **extra)
     assert pd.read_csv(tmp_path / name / "rejects.csv").empty
