@@ -41,6 +41,7 @@ from smile_vlm.runtime import select_device
 from smile_vlm.settings import DEFAULT_EVALUATE, resolve_settings
 from smile_vlm.targets import FoldTargets
 from smile_vlm.views import view_names
+from smile_vlm.wise import variant_alpha
 
 LOG = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def evaluate_fold(store_path, folds_csv, repeat: int, fold: int, checkpoint, var
         "experiment": resolved["experiment"],
         "prompts_source": prompts_source, "supervision": model.supervision(prompts_source),
         "init": vision_init_name(saved["variant"]),
+        "wise_alpha": variant_alpha(saved["variant"]), "init_head": bool(saved["variant"].get("init_head", False)),
         "repeat": int(repeat), "fold": int(fold), "checkpoint": str(checkpoint),
         "variant": (variant or {}).get("name") or saved["variant"].get("name"),
         "classes": classes, "views": list(store_attrs["views"]), "multi_label": multi_label,
