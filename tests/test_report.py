@@ -68,13 +68,13 @@ def test_write_table_is_a_readable_csv(tmp_path):
     write_table({"name": "nothing_reported", "dataset": "bu4dfe"}, evals, out)
     table = pd.read_csv(out)
     # the same columns whatever the evaluations hold (here no probe, nothing reported)
-    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init", "n_test",
-                                      "accuracy",
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init", "wise_alpha",
+                                      "n_test", "accuracy",
                                       "accuracy_std", "macro_f1", "macro_f1_std", "linear_probe_accuracy",
                                       "linear_probe_accuracy_std"]
     assert table.source.tolist() == ["ours", "ours"]
     assert table.accuracy.tolist() == [50.0, 50.0]
-    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,class prompts (labels),random,12,50.0,,0.5,,,"
+    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,class prompts (labels),random,1,12,50.0,,0.5,,,"
     assert not any(p.name.startswith(".x.csv.tmp") for p in out.parent.iterdir())
 
 
@@ -146,7 +146,7 @@ def test_multilabel_table_per_class_f1_and_accuracy_then_reported_table_v(tmp_pa
     table = build_table({"name": "4dme", "dataset": "4dme"}, evals)
     metrics = [f"{m}_{c}" for m in ("f1", "accuracy") for c in [*FOURDME, "average"]] + ["linear_probe_accuracy"]
     assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init",
-                                      "decision", "n_test", *[c for m in metrics for c in (m, f"{m}_std")]]
+                                      "wise_alpha", "decision", "n_test", *[c for m in metrics for c in (m, f"{m}_std")]]
     # the decision rule and its scale travel from each evaluation into every row, the means included
     assert set(table[table.source == "ours"].decision) == {
         "above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)"}
