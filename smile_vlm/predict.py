@@ -146,17 +146,10 @@ def find_samples(inputs: Iterable[str | Path], sequences: bool) -> list[Sample]:
 # --------------------------------------------------------------------------- the model
 
 def _state(model_path) -> dict:
-    import torch
+    from smile_vlm.wise import checkpoint_of, is_pretraining, torch_file
 
     path = Path(model_path)
-    if not path.is_file():
-        raise ScanError(path, "model file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise ScanError(path, f"not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    from smile_vlm.wise import checkpoint_of, is_pretraining
-
+    state = torch_file(path, "model file not found", "checkpoint")
     if is_pretraining(state):  # a pretraining's vision.pt: the pretrained model, asked any prompts
         return checkpoint_of(state, path)
     needed = ("model", "variant", "settings", "classes", "n_views", "text_dim")

@@ -33,18 +33,22 @@ PRETRAINING = "pretraining"  # the dataset a vision.pt read as a checkpoint name
 APPLIED_KEY = "wise_applied"  # a model.pt whose weights are already mixed (the deployable model)
 
 
-def read_vision(path) -> dict:
-    """The contents of a pretraining's vision.pt; a ScanError naming the file for anything else."""
-    from smile_vlm.models.encoders import PRETRAINED_VISION_FORMAT
-
+def torch_file(path, missing: str, what: str):
+    """``torch.load`` of a file that must exist (tensors only); a ScanError naming it otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ScanError(path, "pretrained vision.pt not found (snakemake results/pretrain/<name>/vision.pt builds it)")
+        raise ScanError(path, missing)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise ScanError(path, f"not a readable vision.pt ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    if not isinstance(state, dict) or state.get("format") != PRETRAINED_VISION_FORMAT:
+        raise ScanError(path, f"not a readable {what} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+def read_vision(path) -> dict:
+    """The contents of a pretraining's vision.pt; a ScanError naming the file for anything else."""
+    state = torch_file(path, "pretrained vision.pt not found (snakemake results/pretrain/<name>/vision.pt builds it)",
+                       "vision.pt")
+    if not is_pretraining(state):
         raise ScanError(path, "not a pretrained vision encoder of smile-vlm pretrain")
     return state
 

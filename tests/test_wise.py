@@ -8,24 +8,15 @@ import hashlib
 import pytest
 import torch
 
-import smile_vlm.models.encoders as encoders
 from smile_vlm import cli, pretrain, wise
 from smile_vlm.errors import ScanError
 from smile_vlm.models import build_model, load_trained
-from test_train import HashedTextEncoder
+from test_predict import hashed_text  # noqa: F401  (the module's text tower: a small hashed encoder)
 
 VISION = {"kind": "cnn", "image_size": 32, "width": 8, "depth": 3}
 TINY = {"identities": 4, "samples_per_identity": 3, "render_size": 32, "frames": 3, "epochs": 2,
         "batch_size": 6, "lr": 3e-3, "ict_dir": None}
 SYNTH = {"subjects": {"bu3dfe": 1}, "resolution": 36, "texture_size": 32}
-
-
-@pytest.fixture(scope="module")
-def hashed_text():
-    encoder = HashedTextEncoder()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(encoders, "load_text_encoder", lambda spec=None: encoder)
-        yield encoder
 
 
 @pytest.fixture(scope="module")
@@ -152,16 +143,16 @@ def test_predict_scores_scans_with_the_pretrained_vision_pt(vision_pt, tmp_path,
     with pytest.raises(ScanError, match="no fine-tuned model to mix"):
         Predictor(vision_pt, classes=classes, wise_alpha=0.5)
     assert cli.main(["predict", "--model", str(vision_pt), str(scans[0])]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "name the classes" in error[0]
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("smile-vlm predict: error:") and "name the classes" in error
     with pytest.raises(SystemExit):
         cli.main(["predict", "--model", str(vision_pt), "--classes", "a,b", "--wise-alpha", "2", str(scans[0])])
     assert "not a number from 0 to 1" in capsys.readouterr().err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert cli.main(["predict", "--model", str(junk), "--classes", "a,b", str(scans[0])]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and str(junk) in error[0] and "not a readable checkpoint" in error[0]
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("smile-vlm predict: error:") and str(junk) in error and "not a readable checkpoint" in error
 
 
 def predictor_samples(scans):
