@@ -10,7 +10,10 @@ grid cell points ``vision.init`` at it (or at ``--pretrained PATH``, a vision.pt
 the same settings). Its identities are never an evaluation identity (see smile_vlm.pretrain).
 Training identities per fold: subjects * (folds - 1) / folds. Prints a markdown table: accuracy
 per fold, mean +- std, the workflow's wall time per cell, and the pretraining's cost and monitored
-vl-align.
+vl-align. ``--au-tables`` and ``--variation`` choose how the evaluated dataset realises its
+emotions (synthetic.au_tables, synthetic.variation): the pretraining draws its emotions from its
+own table, so ``--au-tables du2014`` (or ``facs_guide``) measures transfer to realisations the
+pretraining never used.
 
     python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --dataset bu3dfe --subjects 15 30 --folds 3
 """
@@ -47,10 +50,13 @@ def cell_overlay(args, subjects: int, init: Path) -> dict:
     protocol = {"folds": args.folds, "subjects": "all"}
     if args.dataset == "bu3dfe":
         protocol["levels"] = [3, 4]
+    synthetic = {"face_source": args.face_source, "ict_dir": ict_dir, "subjects": {args.dataset: subjects},
+                 "frames": {"bu4dfe": args.frames}, "variation": json.loads(args.variation)}
+    if args.au_tables:
+        synthetic["au_tables"] = args.au_tables
     return {
         **common_overlay(args),
-        "synthetic": {"face_source": args.face_source, "ict_dir": ict_dir,
-                      "subjects": {args.dataset: subjects}, "frames": {"bu4dfe": args.frames}},
+        "synthetic": synthetic,
         "experiments": {EXPERIMENTS[args.dataset]: {"protocol": protocol, "variants": list(VARIANTS)}},
         "variants": {"smile_vlm_pretrained": {"base": "smile_vlm", "vision": {"init": str(init)}}},
     }
@@ -104,6 +110,8 @@ def describe_pretraining(vision_pt: Path, benchmark_tsv: Path | None) -> str:
 
 
 def main() -> None:
+    from smile_vlm.synth.au_tables import TABLES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ict-dir", required=True, help="ICT-FaceKit FaceXModel/ folder (pretraining and --face-source ict)")
     parser.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="bu4dfe")
@@ -115,6 +123,9 @@ def main() -> None:
     parser.add_argument("--pretrain", default="{}", help="overrides of the pretrain section, JSON")
     parser.add_argument("--pretrained", metavar="VISION_PT",
                         help="reuse this vision.pt (built with the same pretrain and render settings) instead of pretraining")
+    parser.add_argument("--au-tables", nargs="+", choices=sorted(TABLES),
+                        help="emotion -> AU tables of the evaluated dataset (default: the schema's)")
+    parser.add_argument("--variation", default="{}", help="synthetic.variation of the evaluated dataset, JSON")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it (default: a temporary folder)")
     args = parser.parse_args()
@@ -135,7 +146,8 @@ def main() -> None:
     experiment = EXPERIMENTS[args.dataset]
     rows = []
     for subjects in args.subjects:
-        workdir = root / f"{args.dataset}-{args.face_source}-{subjects}"
+        tables = f"-{'+'.join(args.au_tables)}" if args.au_tables else ""
+        workdir = root / f"{args.dataset}-{args.face_source}{tables}-{subjects}"
         seconds = run_workflow(workdir, cell_overlay(args, subjects, vision_pt),
                                f"results/tables/{experiment}.csv", args.cores)
         scratch, pretrained = (fold_accuracies(workdir, experiment, v) for v in VARIANTS)
@@ -144,7 +156,10 @@ def main() -> None:
                     f"{', '.join(f'{a:.1f}' for a in pretrained)} | {summary(pretrained)} | {seconds:.0f} |")
 
     levels = ", protocol levels 3-4" if args.dataset == "bu3dfe" else f", {args.frames} frames per sequence"
-    print(f"synthetic {args.dataset}, {args.face_source} faces{levels}, {args.folds} subject-independent folds, "
+    realised = f", AU tables {' + '.join(args.au_tables)}" if args.au_tables else ""
+    if json.loads(args.variation):
+        realised += f", variation {args.variation}"
+    print(f"synthetic {args.dataset}, {args.face_source} faces{levels}{realised}, {args.folds} subject-independent folds, "
           f"{args.render_size} px renders")
     print(describe_pretraining(vision_pt, benchmark_tsv) + "\n")
     print("| subjects | training identities per fold | test samples (all folds) | from scratch, per fold (%) | "

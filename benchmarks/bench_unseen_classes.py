@@ -43,7 +43,7 @@ NEUTRAL = "neutral"  # the protocol's levels: as many new-class scans per identi
 def new_class_prompts(action: int, prompt_file: Path, out: Path, name: str) -> list[str]:
     """A prompt file: the trained file's classes as they are plus ``name``, described by captions."""
     from smile_vlm.synth.captions import AU_NAMES, caption
-    from smile_vlm.synth.face import INTENSITY_SCALE
+    from smile_vlm.synth.expressions import INTENSITY_SCALE
 
     data = yaml.safe_load(prompt_file.read_text(encoding="utf-8"))
     descriptions = [caption({action: INTENSITY_SCALE[level]}) for level in LEVELS]
@@ -56,7 +56,8 @@ def new_class_prompts(action: int, prompt_file: Path, out: Path, name: str) -> l
 def write_new_scans(synthetic: Path, subjects: list[str], action: int, out: Path) -> list[Path]:
     """Scans of ``subjects`` (their dataset identities) showing only ``action``, BU-3DFE raw format."""
     from smile_vlm.synth import layouts, writers
-    from smile_vlm.synth.face import INTENSITY_SCALE, random_pose
+    from smile_vlm.synth.expressions import INTENSITY_SCALE
+    from smile_vlm.synth.motion import random_pose
 
     summary = json.loads((synthetic / "SYNTHETIC.json").read_text())
     settings = layouts.resolve_settings(summary["settings"])

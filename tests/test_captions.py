@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from smile_vlm.synth import captions
-from smile_vlm.synth.face import ACTION_UNITS, EMOTIONS, PROTOTYPES, expression_weights
+from smile_vlm.synth.expressions import ACTION_UNITS, EMOTIONS, PROTOTYPES, expression_weights
 
 
 def test_every_generated_action_unit_has_a_name():

@@ -18,7 +18,8 @@ from scipy import ndimage
 from smile_vlm.dynamic import approximate_rank_pooling, approximate_rank_pooling_weights
 from smile_vlm.mesh import Mesh
 from smile_vlm.render import render_shard
-from smile_vlm.synth.face import FaceModel, sample_identity
+from smile_vlm.synth.face import FaceModel
+from smile_vlm.synth.identity import sample_identity
 
 SIZE = 96  # ~1.9 mm per pixel at the default 90 mm crop
 FRAMES = 8

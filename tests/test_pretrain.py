@@ -10,7 +10,7 @@ from smile_vlm import pretrain
 from smile_vlm.models.encoders import load_vision_encoder
 from smile_vlm.errors import ScanError
 from smile_vlm.synth import layouts
-from smile_vlm.synth.face import sample_identity
+from smile_vlm.synth.identity import sample_identity
 from ict_data import ICT_DIR
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,9 @@ from smile_vlm.readers.fourdme import read_annotations
 from smile_vlm.readers.obj import read_obj
 from smile_vlm.readers.vrml import read_vrml
 from smile_vlm.synth import generate, writers
-from smile_vlm.synth.face import EMOTIONS, FaceModel, PROTOTYPES, sample_identity
+from smile_vlm.synth.expressions import EMOTIONS, PROTOTYPES
+from smile_vlm.synth.face import FaceModel
+from smile_vlm.synth.identity import sample_identity
 
 COORD_TOLERANCE = 0.5 * 10.0 ** -writers.COORD_DECIMALS + 1e-5  # rounding plus float32
 UV_TOLERANCE = 0.5 * 10.0 ** -writers.UV_DECIMALS + 1e-6
@@ -111,9 +113,10 @@ def test_index_finds_every_generated_sample(datasets, name):
     summary = json.loads((root / "SYNTHETIC.json").read_text())
     manifest, rejects, skipped = index_dataset(name, root, {"validate": "full"})
     assert rejects.empty, rejects.to_dict("records")
-    # what the generator writes and the index does not use: its record, Bosphorus 2D landmarks, the viewer
+    # what the generator writes and the index does not use as scans: its record, Bosphorus 2D
+    # landmarks, the viewer, BP4D's AU codes
     unused = {"record of the synthetic generator, not a scan", "2D landmarks (.lm2): not used",
-              "the bundled VRML viewer, not a subject"}
+              "the bundled VRML viewer, not a subject", "AU codes and tracked features: not used"}
     assert set(skipped["reason"]) <= unused, skipped.to_dict("records")
     frames = manifest.groupby("sample_id").size().to_dict()
     assert frames == {s["sample_id"]: s["n_frames"] for s in summary["samples"]}

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smile_vlm.synth import face, generate
-from smile_vlm.synth.face import EMOTIONS, FaceModel, PROTOTYPES, sample_identity
+from smile_vlm.synth import expressions, generate, profiles
+from smile_vlm.synth.expressions import EMOTIONS, PROTOTYPES
+from smile_vlm.synth.face import FaceModel
+from smile_vlm.synth.identity import sample_identity
 from smile_vlm.synth.layouts import BP4D_TASKS, DEFAULTS, bp4d_frame_format
 from ict_data import ICT_DIR
 
@@ -81,22 +83,22 @@ def test_every_apex_differs_from_neutral_by_several_millimetres(model, expressio
 
 def test_intensity_four_moves_more_than_intensity_one(model):
     for expression in EMOTIONS:
-        low = np.linalg.norm(_displacement(model, expression, face.INTENSITY_SCALE[1]), axis=1).max()
-        high = np.linalg.norm(_displacement(model, expression, face.INTENSITY_SCALE[4]), axis=1).max()
+        low = np.linalg.norm(_displacement(model, expression, expressions.INTENSITY_SCALE[1]), axis=1).max()
+        high = np.linalg.norm(_displacement(model, expression, expressions.INTENSITY_SCALE[4]), axis=1).max()
         assert high > 2.0 * low
 
 
 def test_micro_expressions_stay_small(model):
-    for aus in face.MICRO_TEMPLATES:
+    for aus in expressions.MICRO_TEMPLATES:
         frame = model.deform({au: 0.35 for au in aus})  # the largest micro apex the layout draws
         assert np.linalg.norm(frame.vertices - model.rest[model.valid], axis=1).max() < 4.0
 
 
 def test_micro_labels_follow_the_au_rules():
-    assert face.micro_labels((6, 12)) == ["positive"]
-    assert face.micro_labels((1, 2, 4)) == ["negative", "surprise"]
-    assert face.micro_labels((12, 17)) == ["positive", "repression"]
-    assert face.micro_labels((45,)) == ["others"]
+    assert expressions.micro_labels((6, 12)) == ["positive"]
+    assert expressions.micro_labels((1, 2, 4)) == ["negative", "surprise"]
+    assert expressions.micro_labels((12, 17)) == ["positive", "repression"]
+    assert expressions.micro_labels((45,)) == ["others"]
 
 
 def test_topology_mixes_polygons_and_uses_every_vertex(model):
@@ -118,10 +120,10 @@ def test_triangles_face_plus_z(model):
 
 def test_temporal_profiles_start_and_end_near_neutral():
     rng = np.random.default_rng(0)
-    posed = face.temporal_profile(30, rng, "posed")
+    posed = profiles.temporal_profile(30, rng, "posed")
     assert posed[0] == 0 and posed[-1] == 0 and posed.max() == pytest.approx(1.0, abs=1e-3)
     assert 8 <= int(np.argmax(posed)) <= 22
-    micro = face.temporal_profile(10, rng, "micro")
+    micro = profiles.temporal_profile(10, rng, "micro")
     assert micro[0] == 0 and micro.max() == pytest.approx(1.0, abs=1e-3) and micro[-1] <= 0.2
 
 
@@ -237,8 +239,8 @@ def test_4dme_sheet_frames_and_labels(generated):
         assert frames == list(range(row.Onset, row.Offset + 1))
         assert row.Onset <= row.Apex <= row.Offset
         aus = [int(a.split("(")[0][2:]) for a in row.AUs.split("+")]
-        expected = face.micro_labels(aus)
-        assert [c for c in face.MICRO_CLASSES if getattr(row, c.capitalize()) == 1] == expected
+        expected = expressions.micro_labels(aus)
+        assert [c for c in expressions.MICRO_CLASSES if getattr(row, c.capitalize()) == 1] == expected
         assert sample["labels"] == "|".join(expected)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from smile_vlm import atomic
-from smile_vlm.synth.layouts import CLASSES, DATASETS, DEFAULTS, SUBJECT_WRITERS, resolve_settings, write_dataset
+from smile_vlm.readers.names import CLASSES
+from smile_vlm.synth.layouts import DATASETS, DEFAULTS, SUBJECT_WRITERS, resolve_settings, write_dataset
 
 __all__ = ["generate", "DATASETS", "DEFAULTS", "resolve_settings"]
 

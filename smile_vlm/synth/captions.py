@@ -1,7 +1,7 @@
 """Captions of generated faces, written from what the generator applied.
 
 A caption names every visible FACS action unit in words with its intensity on the FACS A-E
-scale (Ekman, Friesen & Hager, *Facial Action Coding System*, 2002: A trace, B slight,
+scale and, for a one-sided AU, its side (``"L12"``: the subject's left; ``smile_vlm.synth.units``) (Ekman, Friesen & Hager, *Facial Action Coding System*, 2002: A trace, B slight,
 C marked, D severe, E maximum), and the EMFACS emotion when the active AUs contain exactly one
 emotion prototype (Friesen & Ekman, *EMFACS-7*, 1983; the prototype table of
 https://en.wikipedia.org/wiki/Facial_Action_Coding_System). All functions are pure.
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-# FACS names of the action units the generator models (smile_vlm.synth.face.ACTION_UNITS).
+from smile_vlm.synth.units import SIDES, parse_unit, unit_key, unit_order
+
+# FACS names of the action units the generator models (smile_vlm.synth.expressions.ACTION_UNITS).
 AU_NAMES: dict[int, str] = {
     1: "inner brow raiser", 2: "outer brow raiser", 4: "brow lowerer", 5: "upper lid raiser",
     6: "cheek raiser", 7: "lid tightener", 9: "nose wrinkler", 10: "upper lip raiser",
@@ -26,19 +28,21 @@ INTENSITY_WORDS = {"A": "trace", "B": "slight", "C": "marked", "D": "severe", "E
 INTENSITY_THRESHOLDS = {"A": 0.1, "B": 0.3, "C": 0.5, "D": 0.7, "E": 0.9}
 VISIBLE_WEIGHT = INTENSITY_THRESHOLDS["A"]  # weaker AUs are not mentioned
 
-# EMFACS prototypes: the AUs that must all be present for the emotion (contempt needs a unilateral
-# AU12/14, which the generator does not make, so it is left out).
-EMFACS_PROTOTYPES: dict[str, frozenset[int]] = {
+# EMFACS prototypes: the AUs that must all be present for the emotion. Contempt is one-sided
+# (R12A+R14A) and shows on either side: its alternatives are in EMFACS_MIRRORED.
+EMFACS_PROTOTYPES: dict[str, frozenset] = {
     "happiness": frozenset({6, 12}),
     "sadness": frozenset({1, 4, 15}),
     "surprise": frozenset({1, 2, 5, 26}),
     "fear": frozenset({1, 2, 4, 5, 7, 20, 26}),
     "anger": frozenset({4, 5, 7, 23}),
     "disgust": frozenset({9, 15, 16}),
+    "contempt": frozenset({"R12", "R14"}),
 }
+EMFACS_MIRRORED = {"contempt": frozenset({"L12", "L14"})}
 
 EMOTION_ADJECTIVES = {"happiness": "happy", "sadness": "sad", "surprise": "surprised", "fear": "fearful",
-                      "anger": "angry", "disgust": "disgusted"}
+                      "anger": "angry", "disgust": "disgusted", "contempt": "contemptuous"}
 
 
 def intensity_letter(weight: float) -> str | None:
@@ -50,12 +54,13 @@ def intensity_letter(weight: float) -> str | None:
     return letter
 
 
-def active_units(au_weights: Mapping[int, float], min_weight: float = VISIBLE_WEIGHT) -> dict[int, float]:
-    """The AUs at or above ``min_weight``, by AU number; unknown AU numbers are refused."""
-    unknown = sorted(int(au) for au in au_weights if int(au) not in AU_NAMES)
+def active_units(au_weights: Mapping, min_weight: float = VISIBLE_WEIGHT) -> dict:
+    """The AUs at or above ``min_weight`` (keys as ``units.unit_key``), by AU number then side;
+    unknown AU numbers are refused."""
+    unknown = sorted({parse_unit(key)[0] for key in au_weights} - set(AU_NAMES))
     if unknown:
         raise ValueError(f"no FACS name for action units {unknown}; known: {sorted(AU_NAMES)}")
-    return {int(au): float(w) for au, w in sorted(au_weights.items(), key=lambda item: int(item[0]))
+    return {unit_key(*parse_unit(key)): float(w) for key, w in sorted(au_weights.items(), key=lambda item: unit_order(item[0]))
             if float(w) >= min_weight}
 
 
@@ -63,20 +68,28 @@ def emfacs_emotion(aus) -> str | None:
     """The EMFACS emotion whose prototype the AU set contains, or None.
 
     When several prototypes are contained, the one that contains all the others wins (fear holds
-    surprise's 1+2+5+26); two unrelated prototypes at once (a blend) give None.
+    surprise's 1+2+5+26); two unrelated prototypes at once (a blend) give None. A one-sided AU
+    counts only for one-sided prototypes (L12 is no half of happiness's 12).
     """
-    present = {int(au) for au in aus}
-    matches = [name for name, prototype in EMFACS_PROTOTYPES.items() if prototype <= present]
-    widest = [name for name in matches if all(EMFACS_PROTOTYPES[other] <= EMFACS_PROTOTYPES[name] for other in matches)]
+    present = {unit_key(*parse_unit(key)) for key in aus}
+    matches = {}
+    for name, prototype in EMFACS_PROTOTYPES.items():
+        for form in (prototype, EMFACS_MIRRORED.get(name)):
+            if form is not None and form <= present:
+                matches[name] = form
+    widest = [name for name, form in matches.items() if all(other <= form for other in matches.values())]
     return widest[0] if len(widest) == 1 else None
 
 
-def describe_unit(au: int, weight: float) -> str:
-    """E.g. ``"marked lip corner puller (AU12)"``."""
+def describe_unit(key, weight: float) -> str:
+    """E.g. ``"marked lip corner puller (AU12)"``, ``"slight left dimpler (L14)"``."""
+    au, side = parse_unit(key)
     letter = intensity_letter(weight)
     if letter is None:
         raise ValueError(f"AU{au} weight {weight:.3f} is below the trace level {VISIBLE_WEIGHT}")
-    return f"{INTENSITY_WORDS[letter]} {AU_NAMES[int(au)]} (AU{int(au)})"
+    if side is None:
+        return f"{INTENSITY_WORDS[letter]} {AU_NAMES[au]} (AU{au})"
+    return f"{INTENSITY_WORDS[letter]} {SIDES[side]} {AU_NAMES[au]} ({side}{au})"
 
 
 def _join(parts: list[str]) -> str:
@@ -85,8 +98,8 @@ def _join(parts: list[str]) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def caption(au_weights: Mapping[int, float], dynamic: bool = False, with_emotion: bool = True) -> str:
-    """One sentence for a face showing ``au_weights`` (AU number -> weight, 1 = full activation).
+def caption(au_weights: Mapping, dynamic: bool = False, with_emotion: bool = True) -> str:
+    """One sentence for a face showing ``au_weights`` (AU key -> weight, 1 = full activation).
 
     ``dynamic``: the caption of a sequence moving to these weights at its apex.
     """

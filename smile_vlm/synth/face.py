@@ -16,96 +16,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+from smile_vlm.synth.expressions import ACTION_UNITS
+from smile_vlm.synth.identity import Identity
+from smile_vlm.synth.landmarks import bosphorus_anchors, bu83_anchors, nearest
+from smile_vlm.synth.motion import apply_pose
+from smile_vlm.synth.units import parse_unit
 
-ACTION_UNITS = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27, 43, 45)
+# The face API the pretraining corpus (smile_vlm.pretrain) reads as `face.<name>`.
+from smile_vlm.synth.expressions import EMOTIONS, expression_weights  # noqa: E402,F401
+from smile_vlm.synth.identity import sample_identity  # noqa: E402,F401
+from smile_vlm.synth.motion import random_pose  # noqa: E402,F401
+from smile_vlm.synth.profiles import temporal_profile  # noqa: E402,F401
 
-# EMFACS prototypes; weights are the relative strength of each AU at full intensity.
-PROTOTYPES: dict[str, dict[int, float]] = {
-    "neutral": {},
-    "happiness": {6: 1.0, 12: 1.0, 25: 0.3},
-    "sadness": {1: 1.0, 4: 0.6, 15: 1.0, 17: 0.5},
-    "surprise": {1: 1.0, 2: 1.0, 5: 1.0, 26: 1.0, 25: 0.5},
-    "fear": {1: 1.0, 2: 0.7, 4: 0.6, 5: 1.0, 7: 0.4, 20: 1.0, 26: 0.5, 25: 0.5},
-    "anger": {4: 1.0, 5: 0.6, 7: 0.8, 23: 1.0, 24: 0.6},
-    "disgust": {9: 1.0, 10: 0.8, 15: 0.6, 16: 0.5, 4: 0.3},
-    # BP4D tasks without a basic-emotion counterpart
-    "embarrassment": {12: 0.6, 24: 0.6, 14: 0.5, 43: 0.3},
-    "pain": {4: 0.8, 6: 0.8, 7: 1.0, 9: 0.6, 10: 0.6, 43: 0.4},
-}
-
-# BU-3DFE levels 01..04 (01 = lowest); level 0 is neutral.
-INTENSITY_SCALE = {0: 0.0, 1: 0.35, 2: 0.6, 3: 0.8, 4: 1.0}
-
-# 4DME derives its five emotion labels from the coded AUs (objective classes, §5.1).
-MICRO_CLASSES = ("positive", "negative", "surprise", "repression", "others")
-_MICRO_RULES = {
-    "positive": {6, 12},
-    "negative": {4, 7, 9, 10, 20},
-    "surprise": {1, 2, 5, 26},
-    "repression": {14, 15, 17, 23, 24},
-}
-# AU sets a micro-expression clip is drawn from; several give two labels at once.
-MICRO_TEMPLATES: tuple[tuple[int, ...], ...] = (
-    (12,), (6, 12), (4,), (4, 7), (9,), (10,), (1, 2), (5,), (1, 2, 5),
-    (14,), (17,), (23,), (24,), (15, 17), (1, 2, 4), (12, 17), (25,), (16,), (45,),
-)
-
-RACES = ("WH", "AE", "BL", "LA", "IN", "AM")
-_SKIN_TONES = {  # linear RGB in [0, 1], one base tone per BU-3DFE race code
-    "WH": (0.87, 0.70, 0.60), "AE": (0.86, 0.72, 0.56), "BL": (0.45, 0.30, 0.22),
-    "LA": (0.74, 0.56, 0.42), "IN": (0.62, 0.44, 0.32), "AM": (0.78, 0.60, 0.47),
-}
-
-
-def micro_labels(aus) -> list[str]:
-    """The 4DME emotion classes implied by a set of AU numbers (``others`` when none match)."""
-    present = {int(a) for a in aus}
-    labels = [name for name, rule in _MICRO_RULES.items() if present & rule]
-    return labels or ["others"]
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Per-subject shape and appearance, all in millimetres (colours in [0, 1])."""
-
-    width: float
-    height: float
-    depth: float
-    nose_length: float
-    nose_width: float
-    nose_height: float
-    mouth_width: float
-    eye_spacing: float
-    brow_height: float
-    chin: float
-    mouth_corner_rest: float  # some faces have corners naturally up or down
-    superellipse: float  # crop shape; also makes vertex counts differ per subject
-    skin: tuple[float, float, float]
-    texture_seed: int
-    race: str = "WH"
-
-
-def sample_identity(rng: np.random.Generator, race: str | None = None) -> Identity:
-    race = race or str(rng.choice(RACES, p=[0.5, 0.24, 0.09, 0.08, 0.06, 0.03]))
-    tone = np.clip(np.asarray(_SKIN_TONES[race]) * rng.normal(1.0, 0.06) + rng.normal(0, 0.02, 3), 0.1, 0.95)
-    return Identity(
-        width=float(rng.uniform(138, 162)),
-        height=float(rng.uniform(185, 210)),
-        depth=float(rng.uniform(62, 80)),
-        nose_length=float(rng.uniform(26, 36)),
-        nose_width=float(rng.uniform(30, 40)),
-        nose_height=float(rng.uniform(22, 30)),
-        mouth_width=float(rng.uniform(44, 56)),
-        eye_spacing=float(rng.uniform(58, 70)),
-        brow_height=float(rng.uniform(11, 17)),
-        chin=float(rng.uniform(-4, 4)),
-        mouth_corner_rest=float(rng.normal(0, 1.5)),
-        superellipse=float(rng.uniform(2.0, 2.6)),
-        skin=tuple(float(c) for c in tone),
-        texture_seed=int(rng.integers(2**31)),
-        race=race,
-    )
+# Width (mm) of the fade between a one-sided AU's side and the other across the midline.
+MIDLINE_FADE_MM = 4.0
 
 
 @dataclass
@@ -150,6 +74,9 @@ class FaceModel:
         self.rest = np.stack([self.x, self.y, height], axis=-1)
         self.rest[..., 2] -= self.rest[..., 2][self.valid].max() - 5.0  # nose tip near z = +5 as in BU-3DFE
         self.au_basis = {au: self._au_field(au) for au in ACTION_UNITS}
+        # One side of an AU is its field faded out across the midline, so L + R = the bilateral AU.
+        left = 1.0 / (1.0 + np.exp(-self.x / MIDLINE_FADE_MM))
+        self.side_weight = {"L": left[..., None], "R": (1.0 - left)[..., None]}
         self._build_topology()
         self._build_landmarks()
 
@@ -279,17 +206,21 @@ class FaceModel:
         return d
 
     # ----------------------------------------------------------------- expression
+    def unit_field(self, key) -> np.ndarray:
+        """Displacement (R, C, 3) of an AU key at weight 1: ``12`` both sides, ``"L12"`` the left."""
+        au, side = parse_unit(key)
+        field = self.au_basis[au]
+        return field if side is None else field * self.side_weight[side]
+
     def deform(self, au_weights: dict[int, float], rng: np.random.Generator | None = None,
                pose_deg: tuple[float, float, float] = (0.0, 0.0, 0.0),
-               noise_mm: float = 0.0) -> FaceFrame:
-        """Rest shape + weighted AU fields, then head rotation (yaw, pitch, roll) and noise."""
+               noise_mm: float = 0.0, translation_mm=None) -> FaceFrame:
+        """Rest shape + weighted AU fields, then head pose (yaw, pitch, roll; shift) and noise."""
         grid = self.rest.copy()
         for au, weight in au_weights.items():
             if weight:
-                grid += float(weight) * self.au_basis[int(au)]
-        if any(pose_deg):
-            pivot = np.array([0.0, 0.0, -90.0])  # roughly the centre of the head
-            grid = (grid - pivot) @ _rotation(*pose_deg).T + pivot
+                grid += float(weight) * self.unit_field(au)
+        grid = apply_pose(grid, pose_deg, translation_mm)
         if noise_mm and rng is not None:
             grid = grid + rng.normal(0.0, noise_mm, grid.shape)
         return FaceFrame(grid=grid, valid=self.valid)
@@ -442,10 +373,10 @@ class FaceModel:
     def _build_landmarks(self) -> None:
         rest = self.rest[self.valid]
         # rest positions already include the identity's mouth-corner offset in y
-        anchor_xy = _bu83_anchors(self.features, self.identity)
-        self.bu83 = _nearest(rest[:, :2], anchor_xy)
-        bos = _bosphorus_anchors(self.features)
-        bos_index = _nearest(rest[:, :2], np.array(list(bos.values())))
+        anchor_xy = bu83_anchors(self.features, self.identity)
+        self.bu83 = nearest(rest[:, :2], anchor_xy)
+        bos = bosphorus_anchors(self.features)
+        bos_index = nearest(rest[:, :2], np.array(list(bos.values())))
         self.bosphorus = dict(zip(bos.keys(), bos_index.tolist()))
         self.nose_tip = int(np.argmax(rest[:, 2]))
         self.bosphorus["Nose tip"] = self.nose_tip
@@ -463,118 +394,3 @@ def fan_triangulate(polygons) -> np.ndarray:
             triangles.append((p[0], p[k], p[k + 1]))
     return np.asarray(triangles, dtype=np.int64).reshape(-1, 3)
 
-
-def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    a, b, c = np.deg2rad([yaw, pitch, roll])
-    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ rx @ ry
-
-
-def _nearest(points_xy: np.ndarray, anchors_xy: np.ndarray) -> np.ndarray:
-    d = ((anchors_xy[:, None, :] - points_xy[None, :, :]) ** 2).sum(-1)
-    return d.argmin(axis=1).astype(np.int64)
-
-
-def _bu83_anchors(f: dict, ident: Identity) -> np.ndarray:
-    """Rest (x, y) of the 83 BU points in the §1.5 order; the first eye/brow has negative x."""
-    ex, ey, by = f["eye_x"], f["eye_y"], f["brow_y"]
-    mx, my = f["mouth_x"], f["mouth_y"] + 0.0
-    points: list[tuple[float, float]] = []
-    for s in (-1, 1):  # 1-8 first eye, 9-16 second eye: inner, upper lid x3, outer, lower lid x3
-        points += [(s * (ex - 14), ey), (s * (ex - 7), ey + 4), (s * ex, ey + 5), (s * (ex + 7), ey + 4),
-                   (s * (ex + 14), ey), (s * (ex + 7), ey - 4), (s * ex, ey - 5), (s * (ex - 7), ey - 4)]
-    for s in (-1, 1):  # brows: upper edge inner->outer, then lower edge outer->inner
-        xs = np.linspace(ex - 20, ex + 20, 5)
-        points += [(s * xv, by + 3) for xv in xs] + [(s * xv, by - 3) for xv in xs[::-1]]
-    nx = f["nose_x"]
-    points += [(-8, ey - 2), (-10, 18), (-13, 8), (-nx * 0.65, -3), (-nx * 0.4, -9), (-6, -12), (0, -13),
-               (6, -12), (nx * 0.65, -3), (13, 8), (10, 18), (8, ey - 2)]  # 37-48, 40/45 alar, 43 subnasale
-    mouth_outer = [(-mx, my), (-mx * 0.6, my + 4), (-mx * 0.25, my + 6), (0, my + 6), (mx * 0.25, my + 6),
-                   (mx * 0.6, my + 4), (mx, my), (mx * 0.6, my - 6), (mx * 0.25, my - 8), (0, my - 8),
-                   (-mx * 0.25, my - 8), (-mx * 0.6, my - 6)]  # 49-60: 49/55 corners, 52/58 midpoints
-    mouth_inner = [(-mx * 0.8, my), (-mx * 0.4, my + 1.5), (0, my + 1.5), (mx * 0.4, my + 1.5), (mx * 0.8, my),
-                   (mx * 0.4, my - 1.5), (0, my - 1.5), (-mx * 0.4, my - 1.5)]  # 61-68
-    points += mouth_outer + mouth_inner
-    angles = np.linspace(np.pi * 0.92, np.pi * 0.08, 15)  # 69-83 along the lower contour, 76 = chin
-    rx = ident.width / 2 - 10
-    reach = ey - f["chin_y"] + 4.0
-    points += [(rx * np.cos(a), ey - reach * np.sin(a)) for a in angles]
-    out = np.asarray(points, dtype=np.float64)
-    assert out.shape == (83, 2)
-    return out
-
-
-BOSPHORUS_LABELS = (
-    "Outer left eyebrow", "Middle left eyebrow", "Inner left eyebrow", "Inner right eyebrow",
-    "Middle right eyebrow", "Outer right eyebrow", "Outer left eye corner", "Inner left eye corner",
-    "Inner right eye corner", "Outer right eye corner", "Nose saddle left", "Nose saddle right",
-    "Left nose peak", "Nose tip", "Right nose peak", "Left mouth corner", "Upper lip outer middle",
-    "Right mouth corner", "Upper lip inner middle", "Lower lip inner middle", "Lower lip outer middle",
-    "Chin middle",
-)
-
-
-def _bosphorus_anchors(f: dict) -> dict[str, tuple[float, float]]:
-    """Rest (x, y) of the 22 Bosphorus points; "left" is image-left, i.e. negative x (§4.6)."""
-    ex, ey, by, mx, my = f["eye_x"], f["eye_y"], f["brow_y"], f["mouth_x"], f["mouth_y"]
-    xy = {
-        "Outer left eyebrow": (-(ex + 20), by), "Middle left eyebrow": (-ex, by + 2),
-        "Inner left eyebrow": (-(ex - 20), by), "Inner right eyebrow": (ex - 20, by),
-        "Middle right eyebrow": (ex, by + 2), "Outer right eyebrow": (ex + 20, by),
-        "Outer left eye corner": (-(ex + 14), ey), "Inner left eye corner": (-(ex - 14), ey),
-        "Inner right eye corner": (ex - 14, ey), "Outer right eye corner": (ex + 14, ey),
-        "Nose saddle left": (-8, ey - 2), "Nose saddle right": (8, ey - 2),
-        "Left nose peak": (-f["nose_x"] * 0.65, -3), "Nose tip": (0, 0), "Right nose peak": (f["nose_x"] * 0.65, -3),
-        "Left mouth corner": (-mx, my), "Upper lip outer middle": (0, my + 6), "Right mouth corner": (mx, my),
-        "Upper lip inner middle": (0, my + 1.5), "Lower lip inner middle": (0, my - 1.5),
-        "Lower lip outer middle": (0, my - 8), "Chin middle": (0, f["chin_y"]),
-    }
-    return {label: xy[label] for label in BOSPHORUS_LABELS}
-
-
-def expression_weights(expression: str, scale: float, rng: np.random.Generator,
-                       jitter: float = 0.2, leak: float = 0.15) -> dict[int, float]:
-    """AU weights of one sample: the prototype scaled, each AU jittered, maybe one stray AU.
-
-    The log-normal jitter and the occasional unrelated AU make classes overlap a little, as
-    posers never hit a prototype exactly.
-    """
-    weights = {au: w * scale * float(np.exp(rng.normal(0.0, jitter))) for au, w in PROTOTYPES[expression].items()}
-    if leak and rng.random() < 0.5:
-        stray = int(rng.choice([au for au in ACTION_UNITS if au not in (26, 27, 43, 45)]))
-        weights[stray] = weights.get(stray, 0.0) + float(rng.uniform(0.0, leak))
-    return weights
-
-
-def random_pose(rng: np.random.Generator, sigma_deg: float = 2.5) -> tuple[float, float, float]:
-    return tuple(float(v) for v in np.clip(rng.normal(0.0, sigma_deg, 3), -3 * sigma_deg, 3 * sigma_deg))
-
-
-def temporal_profile(n_frames: int, rng: np.random.Generator, style: str = "posed") -> np.ndarray:
-    """Expression strength per frame in [0, 1].
-
-    posed: neutral - onset - apex - offset - neutral with the apex in the middle (BU-4DFE);
-    spontaneous: the same envelope with a slower, wobbling apex (BP4D tasks);
-    micro: a short rise from onset to apex and a partial fall to the offset frame (4DME).
-    """
-    t = np.linspace(0.0, 1.0, n_frames)
-    if style == "micro":
-        apex = rng.uniform(0.35, 0.6)
-        rise = np.clip(t / apex, 0, 1)
-        fall = np.clip((1 - t) / (1 - apex), 0, 1)
-        return np.where(t <= apex, _smoothstep(rise), 0.15 + 0.85 * _smoothstep(fall))
-    start, peak_on = np.sort(rng.uniform([0.05, 0.3], [0.2, 0.45]))
-    peak_off, end = np.sort(rng.uniform([0.55, 0.8], [0.7, 0.95]))
-    onset = _smoothstep(np.clip((t - start) / (peak_on - start), 0, 1))
-    offset = _smoothstep(np.clip((end - t) / (end - peak_off), 0, 1))
-    profile = np.minimum(onset, offset)
-    if style == "spontaneous":
-        wobble = 1.0 + 0.15 * np.sin(2 * np.pi * (rng.uniform(1.5, 3.0) * t + rng.uniform()))
-        profile = np.clip(profile * wobble, 0, 1)
-    return profile
-
-
-def _smoothstep(s: np.ndarray) -> np.ndarray:
-    return s * s * (3 - 2 * s)

@@ -18,12 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from smile_vlm.mesh import Mesh
-from smile_vlm.synth.face import EMOTIONS, fan_triangulate
+from smile_vlm.synth.expressions import EMOTIONS
+from smile_vlm.synth.face import fan_triangulate
+from smile_vlm.synth.motion import apply_pose
+from smile_vlm.synth.units import SIDES, parse_unit
 
 FACE_VERTICES = 11248  # vertices 0-11247: face, head and neck
 CM_TO_MM = 10.0
 
-# FACS action unit -> (blendshape, weight); "X" means both X_L and X_R (README of the subset).
+# FACS action unit -> (blendshape, weight); "X" means both X_L and X_R (README of the subset). A
+# one-sided AU ("L12") uses the side's X_L or X_R only (ICT's _L is the subject's left, +x, as in
+# FACS); a shape with no sides (jawOpen, mouthShrugUpper) has no one-sided part.
 AU_BLENDSHAPES: dict[int, tuple[tuple[str, float], ...]] = {
     1: (("browInnerUp", 1.0),), 2: (("browOuterUp", 1.0),), 4: (("browDown", 1.0),),
     5: (("eyeWide", 1.0),), 6: (("cheekSquint", 1.0),), 7: (("eyeSquint", 1.0),),
@@ -58,7 +63,7 @@ _BU83_FROM_68 = (
 class IctBasis:
     neutral: np.ndarray  # (V, 3) mm
     identities: np.ndarray  # (K, V, 3) mm deltas
-    shapes: dict[str, np.ndarray]  # blendshape name -> (V, 3) mm delta
+    shapes: dict[str, np.ndarray]  # blendshape name (both sides) or name_L / name_R -> (V, 3) mm delta
     polygons: tuple[np.ndarray, ...]
     landmarks68: np.ndarray
 
@@ -91,10 +96,13 @@ def load_basis(ict_dir: str) -> IctBasis:
     names = {name for pairs in AU_BLENDSHAPES.values() for name, _ in pairs} | {n for r in EMOTION_RECIPES.values() for n in r}
     shapes = {}
     for name in sorted(names):
-        for path in (folder / f"{name}.obj", folder / f"{name}_L.obj", folder / f"{name}_R.obj"):
+        for suffix in ("", *(f"_{side}" for side in SIDES)):
+            path = folder / f"{name}{suffix}.obj"
             if path.is_file():
                 delta = _obj_vertices(path)[:FACE_VERTICES] * CM_TO_MM - neutral
                 shapes[name] = shapes.get(name, 0.0) + delta
+                if suffix:
+                    shapes[name + suffix] = delta
     landmarks = np.asarray(json.loads((folder / "vertex_indices.json").read_text())["idx_to_landmark_verts"], dtype=np.int64)
     return IctBasis(neutral, identities, shapes, polygons, landmarks)
 
@@ -143,17 +151,14 @@ class IctFaceModel:
         return vertices
 
     def deform(self, au_weights: dict[int, float], rng: np.random.Generator | None = None,
-               pose_deg=(0.0, 0.0, 0.0), noise_mm: float = 0.0) -> IctFrame:
-        from smile_vlm.synth.face import _rotation
-
+               pose_deg=(0.0, 0.0, 0.0), noise_mm: float = 0.0, translation_mm=None) -> IctFrame:
         blend: dict[str, float] = {}
-        for au, weight in au_weights.items():
-            for name, factor in AU_BLENDSHAPES.get(int(au), ()):
+        for key, weight in au_weights.items():
+            au, side = parse_unit(key)
+            for name, factor in AU_BLENDSHAPES.get(au, ()):
+                name = name if side is None else f"{name}_{side}"
                 blend[name] = blend.get(name, 0.0) + factor * weight
-        vertices = self.blend(blend)
-        if any(pose_deg):
-            pivot = np.array([0.0, 0.0, -90.0])
-            vertices = (vertices - pivot) @ _rotation(*pose_deg).T + pivot
+        vertices = apply_pose(self.blend(blend), pose_deg, translation_mm)
         if noise_mm and rng is not None:
             vertices = vertices + rng.normal(0.0, noise_mm, vertices.shape)
         return IctFrame(vertices)

@@ -14,10 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from smile_vlm import atomic
+from smile_vlm.readers.names import BOSPHORUS_EMOTIONS, BP4D_TASK_CLASSES, BU3DFE_EXPRESSIONS, BU4DFE_FOLDERS
 from smile_vlm.settings import section_defaults
-from smile_vlm.synth import face as face_model
 from smile_vlm.synth import writers
-from smile_vlm.synth.face import EMOTIONS, FaceModel, sample_identity
+from smile_vlm.synth.captions import active_units
+from smile_vlm.synth.expressions import ACTION_UNITS, EMOTIONS, INTENSITY_SCALE, MICRO_CLASSES, MICRO_TEMPLATES, micro_labels
+from smile_vlm.synth.face import FaceModel
+from smile_vlm.synth.identity import sample_identity
+from smile_vlm.synth.motion import random_pose, sequence_poses
+from smile_vlm.synth.realisation import Realiser
+from smile_vlm.synth.units import parse_unit
 
 DATASETS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "4dme")
 
@@ -25,14 +31,12 @@ DATASETS = ("bu3dfe", "bu4dfe", "bp4d", "bosphorus", "4dme")
 DEFAULTS = {key: value for key, value in section_defaults("synthetic").items() if key != "root"}
 
 _DATASET_CODE = {name: k for k, name in enumerate(DATASETS)}
-BU4DFE_FOLDERS = {"anger": "Angry", "disgust": "Disgust", "fear": "Fear", "happiness": "Happy",
-                  "sadness": "Sad", "surprise": "Surprise"}
-BU3DFE_CODES = {"anger": "AN", "disgust": "DI", "fear": "FE", "happiness": "HA", "sadness": "SA",
-                "surprise": "SU", "neutral": "NE"}
-BOSPHORUS_CODES = {"anger": "ANGER", "disgust": "DISGUST", "fear": "FEAR", "happiness": "HAPPY",
-                   "sadness": "SADNESS", "surprise": "SURPRISE"}
-BP4D_TASKS = {"T1": "happiness", "T2": "sadness", "T3": "surprise", "T4": "embarrassment",
-              "T5": "fear", "T6": "pain", "T7": "anger", "T8": "disgust"}
+# Each dataset's spelling of a class, from the readers' tables (the inverse of what they parse).
+BU4DFE_FOLDER_OF = {label: folder for folder, label in BU4DFE_FOLDERS.items()}
+BU3DFE_CODE_OF = {label: code for code, label in BU3DFE_EXPRESSIONS.items()}
+BOSPHORUS_CODE_OF = {label: code for code, label in BOSPHORUS_EMOTIONS.items()}
+# The tasks written, in order, with the class each one shows: the default task map.
+BP4D_TASKS = BP4D_TASK_CLASSES
 BOSPHORUS_LFAU = (9, 10, 12, 15, 16, 17, 20, 23, 24, 25, 26, 27)
 
 
@@ -66,10 +70,16 @@ def n_subjects(settings: dict, dataset: str) -> int:
     return max(1, int(round(settings["subjects"][dataset] * float(settings["scale"]))))
 
 
+def realiser(settings: dict, dataset: str, subject_index: int) -> Realiser:
+    """How this subject realises expressions; its own stream, so variation settings at 0 change
+    no other draw."""
+    return Realiser(settings["au_tables"], settings["variation"], rng_for(settings, dataset, subject_index, 0, 1))
+
+
 def make_face(settings: dict, dataset: str, subject_index: int, four_d: bool):
     rng = rng_for(settings, dataset, subject_index, 0)
     resolution = settings["resolution_4d"] if four_d else settings["resolution"]
-    if settings.get("face_source", "procedural") == "ict":
+    if settings["face_source"] == "ict":
         from smile_vlm.synth.ict import IctFaceModel
 
         return IctFaceModel(settings["ict_dir"], rng), rng
@@ -77,11 +87,21 @@ def make_face(settings: dict, dataset: str, subject_index: int, four_d: bool):
 
 
 def _pose_and_noise(settings: dict, rng: np.random.Generator) -> tuple[tuple, float]:
-    return face_model.random_pose(rng, float(settings["pose_sigma_deg"])), float(settings["noise_mm"])
+    return random_pose(rng, float(settings["pose_sigma_deg"])), float(settings["noise_mm"])
 
 
-def _posed_frame(model, settings, rng, expression: str, scale: float):
-    weights = face_model.expression_weights(expression, scale, rng, jitter=float(settings["au_jitter"]))
+def _head_motion(settings: dict, rng: np.random.Generator, n_frames: int, drift: bool,
+                 scale: float = 1.0) -> tuple[list, np.ndarray]:
+    """Per-frame poses and shifts of a 4D sequence: a random start pose (times ``scale``) and, with
+    ``drift``, a random end pose, moved as the ``head_motion`` setting says."""
+    sigma = float(settings["pose_sigma_deg"])
+    start = np.asarray(random_pose(rng, sigma)) * scale
+    end = random_pose(rng, sigma) if drift else None
+    return sequence_poses(n_frames, rng, settings["head_motion"], start, end)
+
+
+def _posed_frame(model, style: Realiser, settings, rng, expression: str, scale: float):
+    weights = style.weights(expression, scale, rng, jitter=float(settings["au_jitter"]))
     pose, noise = _pose_and_noise(settings, rng)
     return model.deform(weights, rng, pose, noise)
 
@@ -90,13 +110,14 @@ def _posed_frame(model, settings, rng, expression: str, scale: float):
 def write_bu3dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     model, rng = make_face(settings, "bu3dfe", s_index, four_d=False)
+    style = realiser(settings, "bu3dfe", s_index)
     race = getattr(model, "identity", None).race if hasattr(model, "identity") else "WH"
     texture = model.texture(int(settings["texture_size"]))
     scans = [("neutral", 0)] + [(emotion, level) for emotion in EMOTIONS for level in (1, 2, 3, 4)]
     for k, (expression, level) in enumerate(scans):
         sample_rng = rng_for(settings, "bu3dfe", s_index, k + 1)
-        frame = _posed_frame(model, settings, sample_rng, expression, face_model.INTENSITY_SCALE[level])
-        base = f"{sid}_{BU3DFE_CODES[expression]}{level:02d}{race}"
+        frame = _posed_frame(model, style, settings, sample_rng, expression, INTENSITY_SCALE[level])
+        base = f"{sid}_{BU3DFE_CODE_OF[expression]}{level:02d}{race}"
         folder = root / sid
         vertices = frame.vertices
         writers.write_vrml(folder / f"{base}_F3D.wrl", vertices, model.polygons, model.uv, model.polygon_uv, f"{base}_F3D.bmp")
@@ -111,19 +132,19 @@ def write_bu3dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> 
 def write_bu4dfe_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     model, _ = make_face(settings, "bu4dfe", s_index, four_d=True)
+    style = realiser(settings, "bu4dfe", s_index)
     texture = model.texture(int(settings["texture_size"]))
     coord_index, tex_index = writers.polygon_lines(model.polygons), writers.polygon_lines(model.polygon_uv)
     for e_index, emotion in enumerate(EMOTIONS):
         rng = rng_for(settings, "bu4dfe", s_index, e_index + 1)
-        folder_name = BU4DFE_FOLDERS[emotion]
+        folder_name = BU4DFE_FOLDER_OF[emotion]
         n = int(settings["frames"]["bu4dfe"])
-        strength = face_model.temporal_profile(n, rng, "posed") * rng.uniform(0.75, 1.0)
-        weights = face_model.expression_weights(emotion, 1.0, rng, jitter=float(settings["au_jitter"]))
-        pose_start, pose_end = (np.asarray(_pose_and_noise(settings, rng)[0]) for _ in range(2))
+        strength = style.profile(n, rng, "posed") * rng.uniform(0.75, 1.0)
+        weights = style.weights(emotion, 1.0, rng, jitter=float(settings["au_jitter"]))
+        poses, shifts = _head_motion(settings, rng, n, drift=True)
         for frame_number in range(n):
-            t = frame_number / max(1, n - 1)
             frame = model.deform({au: w * strength[frame_number] for au, w in weights.items()}, rng,
-                                 tuple((1 - t) * pose_start + t * pose_end), float(settings["noise_mm"]))
+                                 poses[frame_number], float(settings["noise_mm"]), shifts[frame_number])
             stem = f"{frame_number:03d}"
             folder = root / sid / folder_name
             writers.write_vrml(folder / f"{stem}.wrl", frame.vertices, coord_index, model.uv, tex_index, f"{stem}.jpg")
@@ -145,9 +166,16 @@ def bp4d_frame_format(subject_index: int) -> tuple[int, bool]:
     return (3 if subject_index % 3 == 2 else 4), subject_index % 2 == 1
 
 
+def occurring_units(au_weights: dict) -> set[int]:
+    """AU numbers a coder marks as occurring: on either side at or above the FACS trace level (A),
+    the level from which a caption names an AU."""
+    return {parse_unit(key)[0] for key in active_units(au_weights)}
+
+
 def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples = []
     model, _ = make_face(settings, "bp4d", s_index, four_d=True)
+    style = realiser(settings, "bp4d", s_index)
     texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
     uv = _bottom_left(uv_top[model.valid])
     digits, offset_start = bp4d_frame_format(s_index)
@@ -155,15 +183,20 @@ def write_bp4d_subject(root: Path, settings: dict, s_index: int, sid: str) -> tu
         rng = rng_for(settings, "bp4d", s_index, t_index + 1)
         n = int(settings["frames"]["bp4d"])
         first = int(rng.integers(1, 900)) if offset_start else 0
-        strength = face_model.temporal_profile(n, rng, "spontaneous") * rng.uniform(0.5, 0.9)
-        weights = face_model.expression_weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
-        pose, noise = _pose_and_noise(settings, rng)
+        strength = style.profile(n, rng, "spontaneous") * rng.uniform(0.5, 0.9)
+        weights = style.weights(label, 1.0, rng, jitter=float(settings["au_jitter"]) * 1.5)
+        poses, shifts = _head_motion(settings, rng, n, drift=False)
         folder = root / "Sequences_2D+3D" / sid / task
+        occurring = []
         for k in range(n):
-            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
+            applied = {au: w * strength[k] for au, w in weights.items()}
+            frame = model.deform(applied, rng, poses[k], float(settings["noise_mm"]), shifts[k])
             stem = f"{first + k:0{digits}d}"
             writers.write_obj(folder / f"{stem}.obj", frame.vertices, model.triangles, uv, model.triangles)
             writers.write_image(folder / f"{stem}.jpg", texture)
+            occurring.append(occurring_units(applied))
+        writers.write_au_occ(root / "AUCoding" / "AU_OCC" / f"{sid}_{task}.csv", range(first, first + n),
+                             occurring, ACTION_UNITS)
         samples.append({"sample_id": f"{sid}_{task}", "subject": sid, "label": label, "labels": label,
                         "intensity": -1, "n_frames": n, "first_frame": first, "task": task})
     return samples, []
@@ -174,6 +207,7 @@ def write_bosphorus_subject(root: Path, settings: dict, s_index: int, sid: str) 
     samples = []
     db = root / "BosphorusDB"
     model, subject_rng = make_face(settings, "bosphorus", s_index, four_d=False)
+    style = realiser(settings, "bosphorus", s_index)
     if not isinstance(model, FaceModel):
         raise ValueError("bosphorus range grids need the procedural face source")
     texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
@@ -181,14 +215,14 @@ def write_bosphorus_subject(root: Path, settings: dict, s_index: int, sid: str) 
     if s_index % 5 == 1:  # some subjects lack one emotion, so the "all six" filter matters
         emotions.remove(EMOTIONS[int(subject_rng.integers(len(EMOTIONS)))])
     lfau = int(subject_rng.choice(BOSPHORUS_LFAU))
-    scans = [("N", "N", "neutral", {})] + [("E", BOSPHORUS_CODES[e], e, None) for e in emotions]
+    scans = [("N", "N", "neutral", {})] + [("E", BOSPHORUS_CODE_OF[e], e, None) for e in emotions]
     scans.append(("LFAU", str(lfau), "", {lfau: 1.0}))
     for k, (cls, code, label, fixed_weights) in enumerate(scans):
         rng = rng_for(settings, "bosphorus", s_index, k + 1)
         if fixed_weights is None:
-            weights = face_model.expression_weights(label, rng.uniform(0.7, 1.0), rng, jitter=float(settings["au_jitter"]))
+            weights = style.weights(label, rng.uniform(0.7, 1.0), rng, jitter=float(settings["au_jitter"]))
         else:
-            weights = fixed_weights
+            weights = style.individualise(fixed_weights)
         pose, noise = _pose_and_noise(settings, rng)
         frame = model.deform(weights, rng, pose, noise)
         stem = f"{sid}_{cls}_{code}_0"
@@ -223,33 +257,35 @@ def _bosphorus_landmarks(model, frame, uv_top, image_shape, rng):
 def write_4dme_subject(root: Path, settings: dict, s_index: int, sid: str) -> tuple[list, list]:
     samples, rows = [], []
     model, _ = make_face(settings, "4dme", s_index, four_d=True)
+    style = realiser(settings, "4dme", s_index)
     texture, uv_top = model.frontal_texture(int(settings["texture_size"]))
     grey = np.repeat(texture.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
     uv = _bottom_left(uv_top[model.valid])
     next_onset = 0
     for c_index in range(int(settings["micro_clips_per_subject"])):
         rng = rng_for(settings, "4dme", s_index, c_index + 1)
-        aus = face_model.MICRO_TEMPLATES[int(rng.integers(len(face_model.MICRO_TEMPLATES)))]
-        labels = face_model.micro_labels(aus)
+        aus = MICRO_TEMPLATES[int(rng.integers(len(MICRO_TEMPLATES)))]
+        labels = micro_labels(aus)
         n = max(4, int(settings["micro_frames_per_clip"]) + int(rng.integers(-2, 3)))
         onset = next_onset + int(rng.integers(50, 400))
         next_onset = onset + n
-        strength = face_model.temporal_profile(n, rng, "micro") * rng.uniform(0.15, 0.35)
+        strength = style.profile(n, rng, "micro") * rng.uniform(0.15, 0.35)
         apex = onset + int(np.argmax(strength))
-        weights = {au: float(np.exp(rng.normal(0, 0.15))) for au in aus}
-        pose, noise = _pose_and_noise(settings, rng)
-        pose = tuple(0.3 * p for p in pose)  # seated subjects in a chin rest barely move
+        weights = style.individualise({au: float(np.exp(rng.normal(0, 0.15))) for au in aus})
+        # seated subjects in a chin rest barely turn away from their start pose
+        poses, shifts = _head_motion(settings, rng, n, drift=False, scale=0.3)
         fold_name = f"ME{c_index + 1:02d}"
         folder = root / "mesh_micro" / sid / fold_name
         for k in range(n):
-            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, pose, noise)
+            frame = model.deform({au: w * strength[k] for au, w in weights.items()}, rng, poses[k],
+                                 float(settings["noise_mm"]), shifts[k])
             writers.write_obj(folder / f"{onset + k}.obj", frame.vertices, model.triangles, uv, model.triangles)
             writers.write_image(folder / f"{onset + k}.jpg", grey)
         au_text = "+".join(f"AU{au}" + ("(k)" if rng.random() < 0.1 else "") for au in aus)
         rows.append({"sub_ID": sid, "fold_name": fold_name, "fold": c_index + 1, "Onset": onset, "Apex": apex,
                      "Offset": onset + n - 1, "AUs": au_text, "Emotion": "+".join(l.capitalize() for l in labels),
                      "eye blink": int(rng.random() < 0.15),
-                     **{cls.capitalize(): int(cls in labels) for cls in face_model.MICRO_CLASSES}})
+                     **{cls.capitalize(): int(cls in labels) for cls in MICRO_CLASSES}})
         samples.append({"sample_id": f"{sid}_{fold_name}", "subject": sid, "label": labels[0],
                         "labels": "|".join(labels), "intensity": -1, "n_frames": n, "onset": onset,
                         "apex": apex, "offset": onset + n - 1, "aus": list(aus)})
@@ -287,10 +323,3 @@ def write_dataset(dataset: str, root: Path, settings: dict, workers: int = 1) ->
         FINISHERS[dataset](root, [row for _, rows in results for row in rows])
     return subjects, [sample for samples, _ in results for sample in samples]
 
-CLASSES = {
-    "bu3dfe": list(EMOTIONS) + ["neutral"],
-    "bu4dfe": list(EMOTIONS),
-    "bp4d": list(BP4D_TASKS.values()),
-    "bosphorus": list(EMOTIONS) + ["neutral"],
-    "4dme": list(face_model.MICRO_CLASSES),
-}

@@ -173,6 +173,20 @@ def write_image(path: str | Path, image: np.ndarray, quality: int = 90) -> None:
     atomic.write_bytes(path, buffer.getvalue())
 
 
+def write_au_occ(path: str | Path, frames, occurring, coded) -> None:
+    """A BP4D AU-occurrence CSV (AUCoding/AU_OCC/<SID>_<Tk>.csv): header ``0,1,...,99``, one row per
+    frame; column 0 the frame number, column i AU i: 1 occurs, 0 does not, 9 not coded.
+
+    ``occurring``: per frame, the AU numbers that occur; ``coded``: the AU numbers coded at all.
+    """
+    coded = set(coded)
+    lines = [",".join(str(i) for i in range(100))]
+    for frame, present in zip(frames, occurring, strict=True):
+        cells = [("1" if au in present else "0") if au in coded else "9" for au in range(1, 100)]
+        lines.append(",".join([str(int(frame)), *cells]))
+    atomic.write_text(path, "\n".join(lines) + "\n")
+
+
 FOURDME_COLUMNS = ("sub_ID", "fold_name", "fold", "Onset", "Apex", "Offset", "AUs", "Emotion",
                    "eye blink", "Positive", "Negative", "Surprise", "Repression", "Others")
 
