@@ -3,7 +3,7 @@
 Writes, for ``--identities`` new identities of ``--face-source`` (subject numbers from
 HELD_OUT_SUBJECT on: no synthetic dataset draws them, and the pretraining draws from another key
 space, smile_vlm.pretrain), one BU-3DFE scan per action unit the pretraining was taught
-(synth.face.ACTION_UNITS), that unit alone at a random weight in the FACS C-E range (0.5-1; the
+(synth.expressions.ACTION_UNITS), that unit alone at a random weight in the FACS C-E range (0.5-1; the
 dataset's pose and noise), and NEUTRAL_SCANS neutral scans per identity. Every model then scores
 every scan, through smile_vlm.predict, against one prompt class per AU, prompted by the
 pretraining's own captions of that AU alone (synth.captions: "a 3D face showing marked eyes closed
@@ -67,7 +67,7 @@ def write_prompts(units, out: Path) -> list[str]:
 def held_out_scans(face_source: str, ict_dir: str | None, identities: int, units, out: Path) -> list[tuple[Path, object]]:
     """(scan, the AU it shows or None) for every held-out identity, BU-3DFE raw format."""
     from smile_vlm.synth import layouts, writers
-    from smile_vlm.synth.face import random_pose
+    from smile_vlm.synth.motion import random_pose
 
     settings = layouts.resolve_settings({"face_source": face_source, "ict_dir": ict_dir})
     scans = []
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0], help="WiSE-FT mixing weights of the fold models")
     args = parser.parse_args()
 
-    from smile_vlm.synth.face import ACTION_UNITS
+    from smile_vlm.synth.expressions import ACTION_UNITS
 
     if args.face_source == "ict" and not (args.ict_dir and (Path(args.ict_dir) / "generic_neutral_mesh.obj").is_file()):
         parser.error("--face-source ict needs --ict-dir (or SMILE_VLM_ICT_DIR): an ICT-FaceKit FaceXModel/ folder")

@@ -3,7 +3,7 @@
 Reads a finished learning-curve workflow folder (benchmarks/bench_learning_curve.py --keep, a
 BU-3DFE cell: static scans, protocol levels 3-4) and, for every fold, writes new scans of each
 fold's *test* identities showing a facial action the six emotion classes never asked for (e.g.
-AU43, eyes closed), with the same generator, pose and noise settings as the synthetic dataset, in
+AU43, eyes closed, or contempt, one-sided AU12+AU14), with the same generator, pose and noise settings as the synthetic dataset, in
 its raw format. Each fold model of ``--variants`` (each fine-tuned from a pretraining also at every
 WiSE-FT mixing weight of ``--alphas``, smile_vlm.wise) then scores, through smile_vlm.predict, those
 scans and the fold's own six-class test scans against seven classes: the six trained emotions
@@ -40,39 +40,50 @@ LEVELS = (3, 4)
 NEUTRAL = "neutral"  # the protocol's levels: as many new-class scans per identity as each emotion has
 
 
-def new_class_prompts(action: int, prompt_file: Path, out: Path, name: str) -> list[str]:
-    """A prompt file: the trained file's classes as they are plus ``name``, described by captions."""
-    from smile_vlm.synth.captions import AU_NAMES, caption
-    from smile_vlm.synth.expressions import INTENSITY_SCALE
+def new_class_prompts(action, prompt_file: Path, out: Path, name: str) -> list[str]:
+    """A prompt file: the trained file's classes as they are plus ``name``, described by captions
+    (of the AU alone, or of the unseen expression's prototype) at the protocol's levels."""
+    from smile_vlm.synth.captions import AU_NAMES, EMOTION_ADJECTIVES, caption
+    from smile_vlm.synth.expressions import INTENSITY_SCALE, PROTOTYPES
 
     data = yaml.safe_load(prompt_file.read_text(encoding="utf-8"))
-    descriptions = [caption({action: INTENSITY_SCALE[level]}) for level in LEVELS]
-    descriptions.append(f"a face with the {AU_NAMES[action]} (AU{action})")
+    if isinstance(action, str):
+        prototype = PROTOTYPES[action]
+        descriptions = [caption({au: w * INTENSITY_SCALE[level] for au, w in prototype.items()}) for level in LEVELS]
+        descriptions.append(f"a {EMOTION_ADJECTIVES[action]} face")
+    else:
+        descriptions = [caption({action: INTENSITY_SCALE[level]}) for level in LEVELS]
+        descriptions.append(f"a face with the {AU_NAMES[action]} (AU{action})")
     data["classes"][name] = {"descriptions": descriptions, "synonyms": []}
     out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return descriptions
 
 
-def write_new_scans(synthetic: Path, subjects: list[str], action: int, out: Path) -> list[Path]:
-    """Scans of ``subjects`` (their dataset identities) showing only ``action``, BU-3DFE raw format."""
+def write_new_scans(synthetic: Path, subjects: list[str], action, out: Path) -> list[Path]:
+    """Scans of ``subjects`` (their dataset identities) showing only ``action`` (an AU number, or an
+    unseen expression's prototype, jittered as the dataset's expressions are), BU-3DFE raw format."""
     from smile_vlm.synth import layouts, writers
-    from smile_vlm.synth.expressions import INTENSITY_SCALE
+    from smile_vlm.synth.expressions import INTENSITY_SCALE, UNSEEN_EXPRESSIONS, expression_weights
     from smile_vlm.synth.motion import random_pose
 
     summary = json.loads((synthetic / "SYNTHETIC.json").read_text())
     settings = layouts.resolve_settings(summary["settings"])
     order = summary["subjects"]
+    stream = 1000 + (9000 + UNSEEN_EXPRESSIONS.index(action) if isinstance(action, str) else action) * 10
     paths = []
     for sid in subjects:
         s_index = order.index(sid)
         model, _ = layouts.make_face(settings, "bu3dfe", s_index, four_d=False)
         for level in LEVELS:
             # a seed stream of its own (the dataset's scans use 1..25), so no scan is repeated
-            rng = layouts.rng_for(settings, "bu3dfe", s_index, 1000 + action * 10 + level)
-            weight = min(1.0, INTENSITY_SCALE[level] * float(np.exp(rng.normal(0.0, settings["au_jitter"]))))
-            frame = model.deform({action: weight}, rng, random_pose(rng, float(settings["pose_sigma_deg"])),
+            rng = layouts.rng_for(settings, "bu3dfe", s_index, stream + level)
+            if isinstance(action, str):
+                weights = expression_weights(action, INTENSITY_SCALE[level], rng, jitter=float(settings["au_jitter"]))
+            else:
+                weights = {action: min(1.0, INTENSITY_SCALE[level] * float(np.exp(rng.normal(0.0, settings["au_jitter"]))))}
+            frame = model.deform(weights, rng, random_pose(rng, float(settings["pose_sigma_deg"])),
                                  float(settings["noise_mm"]))
-            base = f"{sid}_AU{action}{level:02d}"
+            base = f"{sid}_{action if isinstance(action, str) else f'AU{action}'}{level:02d}"
             path = out / sid / f"{base}_F3D.wrl"
             writers.write_vrml(path, frame.vertices, model.polygons, model.uv, model.polygon_uv, f"{base}_F3D.bmp")
             writers.write_image(path.with_suffix(".bmp"), model.texture(int(settings["texture_size"])))
@@ -139,7 +150,9 @@ def called_summary(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, help="a BU-3DFE cell folder of bench_learning_curve.py --keep")
-    parser.add_argument("--action", type=int, default=43, help="FACS action unit of the new class (one the generator models)")
+    parser.add_argument("--action", default="43",
+                        help="the new class: a FACS action unit the generator models, or an expression no dataset "
+                             "shows (smile_vlm.synth.expressions.UNSEEN_EXPRESSIONS, e.g. contempt)")
     parser.add_argument("--name", help="class name (default: the action's FACS name)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="fold-model variants of --workdir")
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0],
@@ -149,9 +162,12 @@ def main() -> None:
     from bench_au_detection import Scorer
     from smile_vlm.prompts import prompt_file
     from smile_vlm.synth.captions import AU_NAMES
+    from smile_vlm.synth.expressions import UNSEEN_EXPRESSIONS
 
-    if args.action not in AU_NAMES:
-        parser.error(f"--action {args.action}: the generator models AUs {sorted(AU_NAMES)}")
+    action = int(args.action) if args.action.isdigit() else args.action
+    if action not in AU_NAMES and action not in UNSEEN_EXPRESSIONS:
+        parser.error(f"--action {args.action}: the generator models AUs {sorted(AU_NAMES)} and the unseen "
+                     f"expressions {list(UNSEEN_EXPRESSIONS)}")
     if any(not 0.0 <= a <= 1.0 for a in args.alphas):
         parser.error("--alphas: mixing weights from 0 to 1")
     workdir = Path(args.workdir).resolve()
@@ -161,7 +177,7 @@ def main() -> None:
     os.chdir(workdir)  # fold models name their training store relative to the workflow folder
     folds = pd.read_csv(folds_csv, dtype={"subject": str})
     synthetic = workdir / "results" / "synthetic" / "bu3dfe"
-    new = args.name or AU_NAMES[args.action].replace(" ", "_")
+    new = args.name or (action if isinstance(action, str) else AU_NAMES[action].replace(" ", "_"))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unseen-class-") as tmp:
         tmp = Path(tmp)
@@ -171,14 +187,14 @@ def main() -> None:
         state = torch.load(first_model, map_location="cpu", weights_only=True)
         trained = list(state["classes"])
         prompts = tmp / "prompts.yaml"
-        descriptions = new_class_prompts(args.action, prompt_file(state["settings"]["prompts"]["name"]), prompts, new)
+        descriptions = new_class_prompts(action, prompt_file(state["settings"]["prompts"]["name"]), prompts, new)
         classes = [*trained, new]
         runs = [(variant, alpha) for variant in args.variants
                 for alpha in (args.alphas if fine_tuned_from_pretraining(workdir, variant) else [1.0])]
         results = {run: [] for run in runs}
         for fold in sorted(folds["fold"].unique()):
             test = sorted(folds[(folds["fold"] == fold) & (folds["split"] == "test")]["subject"].unique())
-            scans = fold_scans(synthetic, test) + [(p, new) for p in write_new_scans(synthetic, test, args.action, tmp / f"fold{fold}")]
+            scans = fold_scans(synthetic, test) + [(p, new) for p in write_new_scans(synthetic, test, action, tmp / f"fold{fold}")]
             score = Scorer([p for p, _ in scans], tmp / f"renders{fold}")  # rendered once per fold
             for variant, alpha in runs:
                 model = workdir / "results" / EXPERIMENT / "models" / variant / f"fold{fold}" / "model.pt"
@@ -188,7 +204,8 @@ def main() -> None:
 
     first = results[runs[0]]
     n_new, n_old, n_neutral = (sum(r[key] for r in first) for key in ("n_new", "n_old", "n_neutral"))
-    print(f"{workdir.name}: new class {new!r} (AU{args.action} alone, levels {LEVELS}), {n_new} new-class scans of "
+    shown = f"the {action} prototype" if isinstance(action, str) else f"AU{action} alone"
+    print(f"{workdir.name}: new class {new!r} ({shown}, levels {LEVELS}), {n_new} new-class scans of "
           f"the folds' test identities + {n_old} six-class test scans + {n_neutral} neutral scans (control, no class), {len(first)} folds; "
           f"{len(trained) + 1} classes (chance {100 / (len(trained) + 1):.1f} %); {seconds:.0f} s. New-class prompts: {descriptions}\n")
     print("| variant | WiSE-FT alpha | new-class recall per fold (%) | new-class recall (%) | new-class precision (%) | "

@@ -69,3 +69,20 @@ def test_index_fills_aus_per_frame_and_accounts_for_every_coding_file(tmp_path):
     assert reasons[str(outside)] == "AU occurrence codes of no sequence in the manifest"
     assert reasons[str(intensity)] == "AU intensities and tracked features: not used"
     assert str(folder / "F001_T1.csv") not in reasons
+
+
+def test_synthetic_bp4d_codes_reach_the_manifest_frame_by_frame(tmp_path):
+    from smile_vlm.synth import generate
+    from smile_vlm.synth.expressions import ACTION_UNITS
+
+    generate("bp4d", tmp_path, {"seed": 3, "resolution_4d": 22, "subjects": {"bp4d": 1}, "frames": {"bp4d": 4},
+                                "texture_size": 32})
+    manifest, rejects, skipped = index_dataset("bp4d", tmp_path, {"validate": "header"})
+    assert rejects.empty and not skipped["path"].str.contains("AU_OCC").any()
+    for sample_id, frames in manifest.groupby("sample_id"):
+        codes = aucoding.read_au_occ(tmp_path / "AUCoding" / "AU_OCC" / f"{sample_id}.csv")
+        assert set(codes) == set(frames["frame"])  # the file codes exactly the sequence's frames
+        assert frames["aus"].tolist() == [aucoding.occurrence_text(codes[f]) for f in frames["frame"]]
+        assert all(set(c) == set(ACTION_UNITS) for c in codes.values())  # AUs it does not model: 9
+    happy = manifest[manifest["label"] == "happiness"]["aus"]
+    assert happy.str.contains(r"\bAU12\b").any() and (manifest["aus"] != "").all()
