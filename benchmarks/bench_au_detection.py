@@ -10,8 +10,9 @@ pretraining's own captions of that AU alone (synth.captions: "a 3D face showing 
 (AU43).", at weights 0.6, 0.8 and 1, ensembled), plus a class for its absence (the caption of a
 neutral face). Per AU and model:
 
-* AUC: how well the score of the AU's prompt minus the absence prompt's (a difference of cosines)
-  ranks the scans showing the AU above all others (the other AUs and the neutral scans);
+* AUC: how well the AU class's zero-shot probability (predict's: softmax over all the classes of
+  the model's logit scale times the cosines) ranks the scans showing the AU above all others (the
+  other AUs and the neutral scans);
 * F1 of the AU being the scan's top class among all AU prompts and the absence prompt (each scan
   shows one AU or none, so the argmax is its detection).
 
@@ -89,17 +90,16 @@ def held_out_scans(face_source: str, ict_dir: str | None, identities: int, units
     return scans
 
 
-def detection(scores: np.ndarray, classes: list[str], shown: list, units) -> dict[str, dict]:
-    """Per AU: AUC of (AU prompt - absence prompt) cosine and F1 of the argmax decision."""
-    absent = scores[:, classes.index(ABSENT)]
-    top = np.array(classes)[scores.argmax(axis=1)]
+def detection(scored: dict, classes: list[str], shown: list, units) -> dict[str, dict]:
+    """Per AU: AUC of its class probability and F1 of the argmax decision."""
+    top = np.array(classes)[scored["scores"].argmax(axis=1)]
     result = {}
     for au in units:
         positive = np.array([s == au for s in shown])
-        margin = scores[:, classes.index(unit_class(au))] - absent
+        probability = scored["probabilities"][:, classes.index(unit_class(au))]
         called = top == unit_class(au)
         tp, fp, fn = int((called & positive).sum()), int((called & ~positive).sum()), int((~called & positive).sum())
-        result[unit_class(au)] = {"auc": auc(margin[positive], margin[~positive]),
+        result[unit_class(au)] = {"auc": auc(probability[positive], probability[~positive]),
                                   "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0}
     return result
 
@@ -178,7 +178,7 @@ def main() -> None:
             os.chdir(workdir)  # fold models name their training store relative to the workflow folder
             models += [(variant, alpha, fold_models(workdir, variant)) for variant in args.variants for alpha in args.alphas]
         for name, alpha, paths in models:
-            folds = [detection(score(path, classes, tmp / "prompts.yaml", None if alpha == "-" else alpha)["scores"],
+            folds = [detection(score(path, classes, tmp / "prompts.yaml", None if alpha == "-" else alpha),
                                classes, shown, units) for path in paths]
             aucs = [statistics.mean(f[unit_class(au)]["auc"] for au in units) for f in folds]
             f1s = [statistics.mean(f[unit_class(au)]["f1"] for au in units) for f in folds]
