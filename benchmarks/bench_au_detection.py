@@ -18,8 +18,8 @@ neutral face). Per AU and model:
 
 Models: the pretraining's vision.pt (``--pretrained``; asked directly) and, with ``--workdir`` (a
 BU-3DFE cell of bench_learning_curve.py --keep), every fold model of ``--variants``, each at every
-WiSE-FT mixing weight of ``--alphas`` (smile_vlm.wise; 1 = the fine-tuned model as trained; only
-variants fine-tuned from the same vision.pt). Prints markdown: one row per model and alpha (mean
+WiSE-FT mixing weight of ``--alphas`` (smile_vlm.wise; 1 = the fine-tuned model as trained; a
+variant trained from scratch only at 1). Prints markdown: one row per model and alpha (mean
 AUC and F1 over AUs, mean over folds) and one row per AU.
 
     python benchmarks/bench_au_detection.py --pretrained PRE/vision.pt --face-source ict --ict-dir PATH \\
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bench_unseen_classes import auc
+from bench_unseen_classes import auc, fine_tuned_from_pretraining
 
 EXPERIMENT = "bu3dfe_subset1"
 HELD_OUT_SUBJECT = 100_000  # synthetic datasets number their subjects 0..N-1 under the same seed key
@@ -176,7 +176,8 @@ def main() -> None:
         models = [("pretrained encoder (vision.pt)", "-", [pretrained])]
         if workdir is not None:
             os.chdir(workdir)  # fold models name their training store relative to the workflow folder
-            models += [(variant, alpha, fold_models(workdir, variant)) for variant in args.variants for alpha in args.alphas]
+            models += [(variant, alpha, fold_models(workdir, variant)) for variant in args.variants
+                       for alpha in (args.alphas if fine_tuned_from_pretraining(workdir, variant) else [1.0])]
         for name, alpha, paths in models:
             folds = [detection(score(path, classes, tmp / "prompts.yaml", None if alpha == "-" else alpha),
                                classes, shown, units) for path in paths]
