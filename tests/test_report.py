@@ -299,3 +299,20 @@ def test_repository_readme_blocks_are_written_by_the_command(monkeypatch):
         assert block_is_intact(body), f"README block {name} was edited by hand; run {README_COMMAND}"
         if (REPO / table).exists():
             assert body == readme_block(table), f"README block {name} is stale; run {README_COMMAND} --tables {table}"
+
+
+def test_rows_say_which_wise_ft_alpha_they_were_evaluated_at(tmp_path):
+    init = "results/pretrain/default/vision.pt"
+    evals = [_eval(tmp_path, "plain", 0, 0.5, 0.5, 0.5, init=init, wise_alpha=1.0),
+             _eval(tmp_path, "mixed", 0, 0.75, 0.5, 0.5, init=init, wise_alpha=0.5),
+             _eval(tmp_path, "older", 0, 0.25, 0.5, 0.5)]  # a JSON from before WiSE-FT: plain fine-tuning
+    out = tmp_path / "tables" / "bu4dfe.csv"
+    write_table({"name": "bu4dfe"}, evals, out)
+    table = pd.read_csv(out, dtype={"fold": str})
+    ours = table[table["source"] == "ours"]
+    assert ours.set_index(["method", "fold"])["wise_alpha"].to_dict() == {
+        ("plain", "0"): 1, ("plain", "mean"): 1, ("mixed", "0"): 0.5, ("mixed", "mean"): 0.5,
+        ("older", "0"): 1, ("older", "mean"): 1}
+    lines = summary_markdown([out], tmp_path / "summary.md").splitlines()
+    assert any(line.startswith(f"| mixed | class prompts (labels) | {init}, WiSE-FT alpha 0.5 | ours |") for line in lines)
+    assert any(line.startswith(f"| plain | class prompts (labels) | {init} | ours |") for line in lines)
