@@ -80,14 +80,14 @@ def pretrained_model(vision: dict) -> nn.Module:
 def checkpoint_of(vision: dict, path) -> dict:
     """A vision.pt as a trained model.pt for prediction: no trained classes, the pretraining's
     render settings (its corpus's image size and frames), its text encoder and its loss's tau."""
-    from smile_vlm.settings import section_defaults
+    from smile_vlm.settings import complete
     from smile_vlm.views import render_views
 
     settings = json.loads(vision["settings"])
     model = pretrained_model(vision)
     pretrain = settings["pretrain"]  # render size and frames of the corpus
-    render = {**section_defaults("render"), **settings["render"], "size": int(pretrain["render_size"]),
-              "frames": int(pretrain["frames"])}
+    render = complete("render", {**settings["render"], "size": int(pretrain["render_size"]),
+                                 "frames": int(pretrain["frames"])})
     views = [{"yaw": float(v["yaw"]), "pitch": float(v["pitch"])} for v in render_views(render)]
     from smile_vlm.pretrain import vision_spec
 
@@ -95,7 +95,7 @@ def checkpoint_of(vision: dict, path) -> dict:
                "projector": list(pretrain["projector"])}
     return {
         "model": model.state_dict(), "variant": variant,
-        "settings": {"encoders": {"text": json.loads(vision["text_encoder"])}, "prompts": section_defaults("prompts")},
+        "settings": {"encoders": {"text": json.loads(vision["text_encoder"])}, "prompts": complete("prompts")},
         "classes": [], "n_views": len(views), "text_dim": int(model.encoder.out_dim), "views": views,
         "deploy": {"render": render, "kind": "", "dataset": PRETRAINING, "settings_hash": vision["weights_sha256"],
                    "image_size": int(pretrain["render_size"])},
