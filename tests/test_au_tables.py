@@ -153,3 +153,14 @@ def test_tables_and_variation_reach_the_written_scans(tmp_path):
     rel = path_a.relative_to(tmp_path / "a")
     assert (tmp_path / "b" / rel).read_bytes() != path_a.read_bytes()
     assert (tmp_path / "b" / rel).read_bytes() == (tmp_path / "c" / rel).read_bytes()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"au_tables": ["ekman"]}, "synthetic.au_tables \\['ekman'\\]: choose one or more of emfacs, facs_guide, du2014"),
+    ({"au_tables": []}, "synthetic.au_tables \\[\\]"),
+    ({"head_motion": {"kind": "shake"}}, "synthetic.head_motion.kind 'shake': choose one of drift, drift_noise, jitter"),
+])
+def test_a_bad_choice_is_refused_before_anything_is_written(tmp_path, settings, message):
+    with pytest.raises(ValueError, match=message):
+        generate("bu4dfe", tmp_path / "out", settings)
+    assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ of one sequence, so landmarks are vertex indices that move with the expression.
 Units are millimetres, the face looks toward +z, y is up and the nose tip is the highest z
 (as in BU-3DFE scans). Action units are smooth localized displacement fields added to the
 rest shape; an expression is a weighted sum of them, then a small head pose and sensor noise.
+A one-sided AU (``"L12"``, ``smile_vlm.synth.units``) is its field faded out across the midline.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smile_vlm.synth.expressions import ACTION_UNITS
-from smile_vlm.synth.identity import Identity
+from smile_vlm.synth.expressions import EMOTIONS, expression_weights  # noqa: F401  (see below)
+from smile_vlm.synth.identity import Identity, sample_identity
 from smile_vlm.synth.landmarks import bosphorus_anchors, bu83_anchors, nearest
-from smile_vlm.synth.motion import apply_pose
+from smile_vlm.synth.motion import apply_pose, random_pose  # noqa: F401  (see below)
+from smile_vlm.synth.profiles import temporal_profile  # noqa: F401  (see below)
 from smile_vlm.synth.units import parse_unit
 
-# The face API the pretraining corpus (smile_vlm.pretrain) reads as `face.<name>`.
-from smile_vlm.synth.expressions import EMOTIONS, expression_weights  # noqa: E402,F401
-from smile_vlm.synth.identity import sample_identity  # noqa: E402,F401
-from smile_vlm.synth.motion import random_pose  # noqa: E402,F401
-from smile_vlm.synth.profiles import temporal_profile  # noqa: E402,F401
+# EMOTIONS, expression_weights, sample_identity, random_pose and temporal_profile are imported
+# here too because the pretraining corpus (smile_vlm.pretrain) reads them as `face.<name>`.
 
 # Width (mm) of the fade between a one-sided AU's side and the other across the midline.
 MIDLINE_FADE_MM = 4.0

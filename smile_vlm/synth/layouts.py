@@ -21,7 +21,8 @@ from smile_vlm.synth.captions import active_units
 from smile_vlm.synth.expressions import ACTION_UNITS, EMOTIONS, INTENSITY_SCALE, MICRO_CLASSES, MICRO_TEMPLATES, micro_labels
 from smile_vlm.synth.face import FaceModel
 from smile_vlm.synth.identity import sample_identity
-from smile_vlm.synth.motion import random_pose, sequence_poses
+from smile_vlm.synth.au_tables import TABLES
+from smile_vlm.synth.motion import HEAD_MOTIONS, random_pose, sequence_poses
 from smile_vlm.synth.realisation import Realiser
 from smile_vlm.synth.units import parse_unit
 
@@ -48,7 +49,18 @@ def resolve_settings(settings: dict | None) -> dict:
             merged[key].update(value)
         else:
             merged[key] = value
+    _check(merged)
     return merged
+
+
+def _check(settings: dict) -> None:
+    """Refuse, before anything is written, choices the schema's enums would refuse."""
+    unknown = [name for name in settings["au_tables"] if name not in TABLES]
+    if unknown or not settings["au_tables"]:
+        raise ValueError(f"synthetic.au_tables {settings['au_tables']}: choose one or more of {', '.join(TABLES)}")
+    kind = settings["head_motion"]["kind"]
+    if kind not in HEAD_MOTIONS:
+        raise ValueError(f"synthetic.head_motion.kind {kind!r}: choose one of {', '.join(HEAD_MOTIONS)}")
 
 
 def subject_ids(dataset: str, n: int) -> list[str]:
