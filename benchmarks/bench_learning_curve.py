@@ -19,6 +19,10 @@ pretraining's) or the pretraining's own, and which corpus options differ from th
     python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --pretrain '{"au_tables": ["emfacs", "facs_guide"]}' --au-tables du2014
 
     python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --dataset bu3dfe --subjects 15 30 --folds 3
+
+``--head-motion`` (synthetic.head_motion.kind) and ``--registration`` (render.registration) set how
+the head moves inside the 4D sequences and whether the frames are registered; ``--scratch-only``
+skips the pretraining and trains smile_vlm alone.
 """
 
 from __future__ import annotations
@@ -44,25 +48,35 @@ PRETRAIN_TARGET = "results/pretrain/default/vision.pt"
 
 def common_overlay(args) -> dict:
     """Settings the pretraining depends on, shared by its own folder and every grid cell."""
-    return {"render": {"size": args.render_size, "frames": min(args.frames, 16)},
-            "pretrain": {"ict_dir": str(Path(args.ict_dir).resolve()), **json.loads(args.pretrain)}}
+    overlay = {"render": {"size": args.render_size, "frames": min(args.frames, 16)}}
+    if args.ict_dir:
+        overlay["pretrain"] = {"ict_dir": str(Path(args.ict_dir).resolve()), **json.loads(args.pretrain)}
+    return overlay
 
 
-def cell_overlay(args, subjects: int, init: Path) -> dict:
+def cell_overlay(args, subjects: int, init: Path | None) -> dict:
     ict_dir = str(Path(args.ict_dir).resolve()) if args.face_source == "ict" else None
     protocol = {"folds": args.folds, "subjects": "all"}
     if args.dataset == "bu3dfe":
         protocol["levels"] = [3, 4]
-    synthetic = {"face_source": args.face_source, "ict_dir": ict_dir, "subjects": {args.dataset: subjects},
-                 "frames": {"bu4dfe": args.frames}, "variation": json.loads(args.variation)}
+    overlay = common_overlay(args)
+    overlay["render"]["registration"] = args.registration
+    synthetic = {"face_source": args.face_source, "ict_dir": ict_dir, "head_motion": {"kind": args.head_motion},
+                 "subjects": {args.dataset: subjects}, "frames": {"bu4dfe": args.frames},
+                 "variation": json.loads(args.variation)}
     if args.au_tables:
         synthetic["au_tables"] = args.au_tables
     return {
-        **common_overlay(args),
+        **overlay,
         "synthetic": synthetic,
-        "experiments": {EXPERIMENTS[args.dataset]: {"protocol": protocol, "variants": list(VARIANTS)}},
-        "variants": {"smile_vlm_pretrained": {"base": "smile_vlm", "vision": {"init": str(init)}}},
+        "experiments": {EXPERIMENTS[args.dataset]: {"protocol": protocol, "variants": variants(init)}},
+        "variants": {} if init is None else {"smile_vlm_pretrained": {"base": "smile_vlm", "vision": {"init": str(init)}}},
     }
+
+
+def variants(init: Path | None) -> list[str]:
+    """Both variants, or only the one from scratch when there is no pretraining (--scratch-only)."""
+    return list(VARIANTS) if init is not None else [VARIANTS[0]]
 
 
 def run_workflow(workdir: Path, overlay: dict, target: str, cores: int) -> float:
@@ -138,7 +152,12 @@ def main() -> None:
     from smile_vlm.synth.au_tables import TABLES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ict-dir", required=True, help="ICT-FaceKit FaceXModel/ folder (pretraining and --face-source ict)")
+    parser.add_argument("--ict-dir", help="ICT-FaceKit FaceXModel/ folder (pretraining and --face-source ict)")
+    parser.add_argument("--scratch-only", action="store_true", help="no pretraining: train only smile_vlm")
+    parser.add_argument("--head-motion", choices=("drift", "drift_noise", "jitter"), default="drift",
+                        help="synthetic.head_motion.kind of the 4D sequences")
+    parser.add_argument("--registration", choices=("auto", "landmarks", "icp", "none"), default="auto",
+                        help="render.registration")
     parser.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="bu4dfe")
     parser.add_argument("--face-source", choices=("ict", "procedural"), default="ict")
     parser.add_argument("--subjects", type=int, nargs="+", default=[15], help="synthetic subjects, one grid cell each")
@@ -156,12 +175,16 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.subjects) < args.folds:
         parser.error(f"--subjects {min(args.subjects)} is fewer than --folds {args.folds}: give each fold a test subject")
+    if not args.ict_dir and (args.face_source == "ict" or not args.scratch_only):
+        parser.error("--ict-dir is needed for the pretraining and for --face-source ict (or give --scratch-only)")
     if args.pretrained and not Path(args.pretrained).is_file():
         parser.error(f"--pretrained {args.pretrained}: no such file")
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="learning-curve-"))
     root.mkdir(parents=True, exist_ok=True)
-    if args.pretrained:
+    if args.scratch_only:
+        vision_pt = benchmark_tsv = None
+    elif args.pretrained:
         vision_pt, benchmark_tsv = Path(args.pretrained).resolve(), None
     else:
         run_workflow(root / "pretrain", common_overlay(args), PRETRAIN_TARGET, args.cores)
@@ -172,10 +195,11 @@ def main() -> None:
     rows = []
     for subjects in args.subjects:
         tables = f"-{'+'.join(args.au_tables)}" if args.au_tables else ""
-        workdir = root / f"{args.dataset}-{args.face_source}{tables}-{subjects}"
+        workdir = root / f"{args.dataset}-{args.face_source}{tables}-{subjects}-{args.head_motion}-{args.registration}"
         seconds = run_workflow(workdir, cell_overlay(args, subjects, vision_pt),
                                f"results/tables/{experiment}.csv", args.cores)
-        scratch, pretrained = (fold_accuracies(workdir, experiment, v) for v in VARIANTS)
+        scratch = fold_accuracies(workdir, experiment, VARIANTS[0])
+        pretrained = fold_accuracies(workdir, experiment, VARIANTS[1]) if vision_pt else [float("nan")]
         rows.append(f"| {subjects} | {subjects * (args.folds - 1) / args.folds:.3g} | {test_samples(workdir, experiment)} | "
                     f"{', '.join(f'{a:.1f}' for a in scratch)} | {summary(scratch)} | "
                     f"{', '.join(f'{a:.1f}' for a in pretrained)} | {summary(pretrained)} | {seconds:.0f} |")
@@ -185,11 +209,12 @@ def main() -> None:
     if json.loads(args.variation):
         realised += f", variation {args.variation}"
     print(f"synthetic {args.dataset}, {args.face_source} faces{levels}{realised}, {args.folds} subject-independent folds, "
-          f"{args.render_size} px renders")
+          f"{args.render_size} px renders, head motion {args.head_motion}, registration {args.registration}")
     from smile_vlm.settings import section_defaults
 
     evaluated = args.au_tables or section_defaults("synthetic")["au_tables"]
-    print(describe_pretraining(vision_pt, benchmark_tsv, evaluated) + "\n")
+    print((describe_pretraining(vision_pt, benchmark_tsv, evaluated) if vision_pt else "no pretraining (--scratch-only)")
+          + "\n")
     print("| subjects | training identities per fold | test samples (all folds) | from scratch, per fold (%) | "
           "from scratch (%) | pretrained, per fold (%) | pretrained (%) | workflow s |")
     print("|---|---|---|---|---|---|---|---|")

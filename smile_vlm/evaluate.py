@@ -41,6 +41,7 @@ from smile_vlm.runtime import select_device
 from smile_vlm.settings import resolve_settings, vision_init_name
 from smile_vlm.targets import FoldTargets
 from smile_vlm.views import view_names
+from smile_vlm.wise import variant_alpha
 
 LOG = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def describe_fold(run: FoldRun, repeat: int, fold: int, checkpoint, variant: dic
         "experiment": run.resolved["experiment"],
         "prompts_source": prompts_source, "supervision": run.model.supervision(prompts_source),
         "init": vision_init_name(saved["variant"]),
+        "wise_alpha": variant_alpha(saved["variant"]), "init_head": bool(saved["variant"].get("init_head", False)),
         "repeat": int(repeat), "fold": int(fold), "checkpoint": str(checkpoint),
         "variant": (variant or {}).get("name") or saved["variant"].get("name"),
         "classes": run.classes, "views": list(run.store_attrs["views"]), "multi_label": run.multi_label,

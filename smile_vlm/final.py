@@ -82,7 +82,9 @@ def write_deployable(trained_pt, out_pt, store_path, split: dict, settings: dict
     from smile_vlm.store import open_store, store_table
     from smile_vlm.prompts import build_text_bank
 
-    state = torch.load(trained_pt, map_location="cpu", weights_only=True)
+    from smile_vlm.wise import baked
+
+    state = baked(torch.load(trained_pt, map_location="cpu", weights_only=True))  # WiSE-FT weights mixed in
     attrs = open_store(store_path).attrs.asdict()
     classes = list(state["classes"])
     bank = build_text_bank(settings, classes, text_bank_file)

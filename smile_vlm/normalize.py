@@ -3,7 +3,9 @@
 The readers already return every dataset with the face looking toward +z and y up (Bosphorus
 rows are flipped by its reader), so no rotation is estimated here: only the nose tip, a
 spherical crop that removes hair, shoulders and scanner clutter, and a scale that makes all
-datasets comparable for the renderer's fixed camera.
+datasets comparable for the renderer's fixed camera. The frames of a 4D sequence are first
+moved rigidly into one head pose (smile_vlm.register, called by smile_vlm.sequence), so that head
+motion within a sequence is removed before they are centred here.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def canonicalize(mesh: Mesh, settings: dict) -> Mesh:
     radius_mm = float(settings["radius_mm"])
     if radius_mm <= 0:
         raise ValueError(f"radius_mm must be positive, got {radius_mm}")
-    mm_per_unit = _millimetres_per_unit(settings)
+    mm_per_unit = millimetres_per_unit(settings)
     source = mesh.source if mesh.source is not None else "<mesh>"
 
     if mesh.n_faces == 0 or mesh.n_vertices == 0:
@@ -131,7 +133,8 @@ def _landmark_nose_tip(mesh: Mesh) -> np.ndarray | None:
     return None
 
 
-def _millimetres_per_unit(settings: dict) -> float:
+def millimetres_per_unit(settings: dict) -> float:
+    """Millimetres per unit of the raw vertices: ``scale`` when given, else that of ``units``."""
     if settings.get("scale") is not None:
         return float(settings["scale"])
     units = settings["units"]

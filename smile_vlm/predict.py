@@ -18,6 +18,10 @@ embeddings saved in the checkpoint. Other class names or another prompt file are
 checkpoint's frozen text encoder; a class the prompt file does not describe gets the file's
 templates filled with its name (CLIP's zero-shot recipe).
 
+The model may also be a pretraining's ``vision.pt`` (``smile_vlm.wise.checkpoint_of``: the
+pretrained model before any fine-tuning, rendered as its corpus was; name the classes), and a
+fine-tuned model may be mixed with its pretraining (WiSE-FT, ``wise_alpha``).
+
 Output per sample: the probabilities softmax(s x cosine) over the classes, with s the logit scale
 the model was trained with (1/tau, as evaluation's multi-label decision), the top class (the
 zero-shot prediction evaluation scores), the fusion's learned weight of every view (SMILE-VLM,
@@ -143,18 +147,15 @@ def find_samples(inputs: Iterable[str | Path], sequences: bool) -> list[Sample]:
 # --------------------------------------------------------------------------- the model
 
 def _state(model_path) -> dict:
-    import torch
+    from smile_vlm.wise import checkpoint_of, is_pretraining, torch_file
 
     path = Path(model_path)
-    if not path.is_file():
-        raise ScanError(path, "model file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise ScanError(path, f"not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    state = torch_file(path, "model file not found", "checkpoint")
+    if is_pretraining(state):  # a pretraining's vision.pt: the pretrained model, asked any prompts
+        return checkpoint_of(state, path)
     needed = ("model", "variant", "settings", "classes", "n_views", "text_dim")
     if not isinstance(state, dict) or any(key not in state for key in needed):
-        raise ScanError(path, "not a trained smile-vlm model (train or final-model writes one)")
+        raise ScanError(path, "not a trained smile-vlm model (train or final-model writes one) nor a pretraining's vision.pt")
     return state
 
 
@@ -198,13 +199,15 @@ class Predictor:
     """A trained model loaded once, with the render settings and class embeddings it was made with."""
 
     def __init__(self, model_path, *, classes: list[str] | None = None, prompts: str | None = None,
-                 device: str = "cpu", batch_size: int = 32, chunk: int = DEFAULT_CHUNK, units: str | None = None):
+                 device: str = "cpu", batch_size: int = 32, chunk: int = DEFAULT_CHUNK, units: str | None = None,
+                 wise_alpha: float | None = None):
         import torch
 
         from smile_vlm.augment import Augmenter
         from smile_vlm.evaluate import decision_scale
-        from smile_vlm.models import image_input, load_trained
+        from smile_vlm.models import image_input
         from smile_vlm.settings import complete
+        from smile_vlm.wise import load_model
         from smile_vlm.views import render_views, view_names
 
         self.model_path = Path(model_path)
@@ -229,7 +232,9 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.chunk = max(1, int(chunk))
 
-        self.model, _ = load_trained(self.model_path, self.device)
+        if wise_alpha is not None and not state["classes"]:
+            raise ScanError(self.model_path, "a pretraining is no fine-tuned model to mix: leave out the WiSE-FT alpha")
+        self.model = load_model(self.model_path, state, self.device, wise_alpha)
         self.score_scale = decision_scale(self.model)
         # FACET-VLM pools its views uniformly: only SMILE-VLM's fusion has weights worth reporting.
         self.learns_view_weights = bool(getattr(self.model, "learns_view_weights", True))
@@ -248,6 +253,8 @@ class Predictor:
         if saved is not None and prompt_name is None and (classes is None or list(classes) == trained):
             return trained, saved.float()
         classes = list(classes or trained)
+        if not classes:
+            raise ScanError("--classes", f"{self.model_path} is a pretraining, trained on no classes: name the classes to score")
         settings = self.state["settings"]
         prompts = prompts_for(classes, prompt_name or settings["prompts"]["name"])
         from smile_vlm.models.encoders import load_text_encoder
@@ -392,15 +399,16 @@ def records_table(records: list[dict], classes: list[str], view_names: list[str]
 
 def predict_paths(model_path, inputs, out_csv=None, out_json=None, *, classes=None, prompts=None,
                   kind: str = DEFAULT_PREDICT["kind"], device: str = "cpu", batch_size: int = 32, units: str | None = None,
-                  echo=None) -> list[dict]:
+                  echo=None, wise_alpha: float | None = None) -> list[dict]:
     """Predict every sample of ``inputs``; write the CSV / JSON atomically; return the records.
 
     ``echo(record)`` is called as each record is ready (the CLI prints a line per sample).
+    ``wise_alpha`` mixes a fine-tuned model with its pretraining (smile_vlm.wise; None: its variant's).
     """
     if kind not in INPUT_KINDS:
         raise ValueError(f"kind must be one of {INPUT_KINDS}, got {kind!r}")
     predictor = Predictor(model_path, classes=classes, prompts=prompts, device=device,
-                          batch_size=batch_size, units=units)
+                          batch_size=batch_size, units=units, wise_alpha=wise_alpha)
     sequences = predictor.sequences if kind == "auto" else kind == "sequence"
     samples = find_samples(inputs, sequences)
     records = []

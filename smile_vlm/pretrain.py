@@ -193,7 +193,7 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
 
 def vision_file(settings: dict, model, history: list[dict], corpus: dict) -> dict:
     """What vision.pt holds: the encoder's weights and architecture (checked by encoders.vision.init),
-    the projector's weights (not loaded by init), the settings, the loss history and the corpus."""
+    the projector's and fusion's weights (not loaded by init), the settings, the loss history and the corpus."""
     from smile_vlm.models.encoders import PRETRAINED_VISION_FORMAT, vision_architecture
 
     state = model.encoder.vision_encoder.state_dict()
@@ -206,6 +206,7 @@ def vision_file(settings: dict, model, history: list[dict], corpus: dict) -> dic
         "architecture": vision_architecture(vision_spec(settings)),
         "state_dict": state,
         "projector_state_dict": model.encoder.projector.state_dict(),
+        "fusion_state_dict": model.fusion.state_dict(),  # with the projector: the whole pretrained model (wise.py)
         "text_encoder": json.dumps(settings["encoders"].get("text")),
         "settings": json.dumps(settings, sort_keys=True, default=str),
         "history": history,

@@ -21,6 +21,7 @@ from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import canonicalize
 from smile_vlm.progress import ProgressLog
+from smile_vlm.register import METHODS as REGISTRATION_METHODS
 from smile_vlm.renderer import (
     MODES,
     PLATFORMS,
@@ -61,7 +62,9 @@ def render_shard(
       pooling   "approximate" (default) or "exact" rank pooling
       keep_frames  also write each sampled frame's views as <sample_id>_f<frame>_v<view>.png (false)
       nose_smoothing  running-median window (frames) of the nose-tip track of a 4D sequence (5;
-                   1 = centre every frame on its own estimate)
+                   1 = centre every frame on its own estimate), used with registration "none"
+      registration  rigid registration of each frame of a 4D sequence onto its first
+                   (smile_vlm.register): "auto" (default), "landmarks", "icp" or "none"
     All frames of a 4D sequence share one image support per view (``dynamic.common_support``), so
     the dynamic image holds facial motion and not the flicker of each frame's crop edge.
     Writes <sample_id>_v<view>.png, rejects.csv (path, reason) and, last, index.csv
@@ -108,6 +111,9 @@ class ShardJob:
         self.n_sampled = settings["frames"]
         self.keep_frames = bool(settings["keep_frames"])
         self.nose_smoothing = int(settings["nose_smoothing"])
+        self.registration = settings["registration"]
+        if self.registration not in REGISTRATION_METHODS:
+            raise ValueError(f"registration must be one of {list(REGISTRATION_METHODS)}, got {self.registration!r}")
         self.out_dir = out_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.read_mesh, self.read_lm3 = read_mesh, read_lm3

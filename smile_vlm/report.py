@@ -13,7 +13,8 @@ Every row names its training signal: ``prompts`` (the prompts source, ``label`` 
 ``supervision`` (``model.supervision``: e.g. "class prompts (labels)", "cross-entropy on
 labels + class prompts (labels)", "pseudo-label prompts (label-free)") and ``init`` (where the
 vision encoder started: ``random``, or the pretrained vision.pt the folds loaded; an evaluation
-JSON without ``init`` predates pretraining and started from scratch). Multi-label tables add
+JSON without ``init`` predates pretraining and started from scratch) with ``wise_alpha`` (the
+WiSE-FT mixing weight the model was evaluated at, smile_vlm.wise; 1 = plain fine-tuning). Multi-label tables add
 ``decision``: the rule and logit scale that turned scores into label sets (evaluate.py).
 
 An evaluation JSON may carry ``single_view: {view name: metrics}`` (the model fed one view
@@ -45,9 +46,10 @@ _SCALAR_METRICS = {
     "macro_f1": ("macro_f1", 1.0),
     "linear_probe_accuracy": ("linear_probe_accuracy", 100.0),
 }
-ID_COLUMNS = ["source", "method", "fold", "setting", "prompts", "supervision", "init", "decision", "n_test"]
-_TEXT_COLUMNS = ("prompts", "supervision", "init", "decision")  # per-row facts a method's mean row keeps
+ID_COLUMNS = ["source", "method", "fold", "setting", "prompts", "supervision", "init", "wise_alpha", "decision", "n_test"]
+_TEXT_COLUMNS = ("prompts", "supervision", "init", "wise_alpha", "decision")  # per-row facts a method's mean row keeps
 REPORTED_MARK = "reported on the real dataset"
+PLAIN_ALPHA = 1.0  # WiSE-FT's mixing weight of plain fine-tuning (an evaluation JSON from before smile_vlm.wise)
 
 
 def paper_labels(kind: str) -> dict[str, str]:
@@ -129,6 +131,7 @@ def fold_rows(evals: list[str | Path], prompts_source: str, view_rows: bool = Tr
                             metrics))
         facts = {"prompts": result.get("prompts_source", prompts_source),
                  "supervision": result.get("supervision"), "init": result.get("init") or RANDOM_INIT,
+                 "wise_alpha": f"{float(result.get('wise_alpha', PLAIN_ALPHA)):g}",
                  "decision": decision_text(result)}
         for method, order, metrics in entries:
             rows.append({"source": "ours", "method": method, "fold": str(result["k"]), **facts,

@@ -1,8 +1,10 @@
-"""A 4D sequence rendered frame by frame: one smoothed nose-tip track, one image support per view.
+"""A 4D sequence rendered frame by frame: frames registered rigidly into one head pose and one
+centre (or, without registration, a smoothed nose-tip track), one image support per view.
 
 Each sampled frame is parsed once per render job. The first pass reads the frames for their
-nose tips (the track needs every tip before any frame can be centred) and keeps the parsed
-meshes; the second renders them on the smoothed track. Parsing is most of a render job's CPU
+nose tips and rigid transforms (smile_vlm.register; the centre needs every tip before any frame
+can be centred) and keeps the parsed meshes; the second renders them, moved by their transforms,
+on that centre. Parsing is most of a render job's CPU
 (benchmarks/bench_render.py --shard), so a second read of each frame would nearly double it.
 """
 
@@ -16,7 +18,8 @@ import pandas as pd
 
 from smile_vlm.dynamic import apply_support, common_support
 from smile_vlm.mesh import Mesh
-from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
+from smile_vlm.normalize import canonicalize, millimetres_per_unit, nose_tip, smooth_track
+from smile_vlm.register import Rigid, SequenceRegistration, mean_pose, registered
 
 # Frames of a 4D sequence are cropped to this many crop radii (whole triangles), so that every
 # triangle that reaches into the crop sphere is drawn; the sphere itself is then cut per pixel
@@ -45,23 +48,47 @@ def canonicalize_wide(mesh: Mesh, settings: dict) -> Mesh:
 
 
 def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARSED_MB) -> list[tuple[int, np.ndarray]]:
-    """(frame, views) of each readable frame of ``chosen``, centred on one smoothed nose-tip
-    track and cut to one support per view (``dynamic.common_support``).
+    """(frame, views) of each readable frame of ``chosen``, centred and cut to one support per
+    view (``dynamic.common_support``).
+
+    Registered (``job.registration`` other than "none"), the frames are moved rigidly onto the
+    first and then into the mean pose of them all, and share one centre (the median of their
+    nose tips): the head no longer moves, so neither does the crop, even where an expression
+    deforms the nose. Unregistered, each frame is centred on the smoothed track of the nose
+    tips, which follows slow head motion.
 
     ``job`` is the render job (render.ShardJob): ``load(row)`` and ``render(mesh, path, wide=True)``
-    return None after recording a reject; ``reject(error, path)``; ``nose_smoothing``.
+    return None after recording a reject; ``reject(error, path)``; ``nose_smoothing``;
+    ``registration``; ``settings``.
     """
-    frames, tips = read_frames(job, chosen, keep_parsed_mb)
-    track = smooth_track(np.array(tips).reshape(-1, 3), job.nose_smoothing)
-    rendered = render_frames(job, frames, track)
+    registration = None
+    if job.registration != "none":
+        registration = SequenceRegistration(job.registration, millimetres_per_unit(job.settings),
+                                            float(job.settings["radius_mm"]))
+    frames, tips = read_frames(job, chosen, keep_parsed_mb, registration)
+    to_mean = None
+    if registration is not None and frames:
+        # the first frame's own head pose is as random as any frame's: the frames are put in
+        # their mean pose instead, so that the sequence's pose does not hang on one frame
+        to_mean = mean_pose([transform for _, _, transform in frames]).inverse()
+        tips = [to_mean.apply(tip) for tip in tips]
+    tips = np.array(tips).reshape(-1, 3)
+    if registration is None:
+        track = smooth_track(tips, job.nose_smoothing)
+    else:
+        track = np.repeat(np.median(tips, axis=0, keepdims=True), len(tips), axis=0)
+    rendered = render_frames(job, frames, track, to_mean)
     if not rendered:
         return []
     support = common_support(np.stack([inside for _, _, inside in rendered]))
     return [(frame, apply_support(views, support & inside)) for frame, views, inside in rendered]
 
 
-def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float) -> tuple[deque, list[np.ndarray]]:
-    """First pass: (row, parsed mesh or None) of each frame whose nose tip was found, and the tips.
+def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
+                registration: SequenceRegistration | None = None) -> tuple[deque, list[np.ndarray]]:
+    """First pass: (row, parsed mesh or None, rigid transform or None) of each frame whose nose tip
+    (and transform) was found, and the tips. A kept mesh is registered already, and its tip is
+    found again on it: the estimate depends on the head's pose.
 
     A mesh is kept for the second pass while the kept meshes fit in ``keep_parsed_mb``; None
     stands for a frame the second pass reads again.
@@ -73,28 +100,39 @@ def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float) -> tuple[deque
         if mesh is None:
             continue
         try:
-            tips.append(nose_tip(mesh))
+            tip, transform = nose_tip(mesh), None
+            if registration is not None:
+                transform = registration.fit(mesh, tip, row.landmark_path)
+                tip = nose_tip(registered(mesh, transform))
         except Exception as error:  # any per-file failure: reject it, keep the sequence going
             job.reject(error, row.mesh_path)
             continue
+        tips.append(tip)
         size = mesh_bytes(mesh)
         keep = kept + size <= budget
         kept += size if keep else 0
-        frames.append((row, mesh if keep else None))
+        frames.append((row, mesh if keep else None, transform))
     return frames, tips
 
 
-def render_frames(job, frames: deque, track: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Second pass: (frame, views, inside-sphere pixels) per frame, each centred on its track point.
+def render_frames(job, frames: deque, track: np.ndarray,
+                  to_mean: Rigid | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Second pass: (frame, views, inside-sphere pixels) per frame, each centred on its track point
+    and, registered, moved from the first frame's pose to the mean pose (``to_mean``).
 
     Frames leave the queue as they are rendered, so memory falls as the pass goes on.
     """
     rendered = []
     for tip in track:
-        row, mesh = frames.popleft()
-        mesh = mesh if mesh is not None else job.load(row)
-        if mesh is None:
-            continue
+        row, mesh, transform = frames.popleft()
+        if mesh is None:  # read again, so moved again
+            mesh = job.load(row)
+            if mesh is None:
+                continue
+            if transform is not None:
+                mesh = registered(mesh, transform)
+        if to_mean is not None:
+            mesh = registered(mesh, to_mean)
         mesh.landmarks["nose_tip"] = tip.astype(np.float32)
         result = job.render(mesh, row.mesh_path, wide=True)
         mesh = None  # released before the next frame is read

@@ -115,7 +115,7 @@ DEFAULT_INDEX = {**section_defaults("index"), "frames": DEFAULT_RENDER["frames"]
 # source, which the table's rows name.
 DEFAULT_EXPERIMENT = {**definition_defaults("experiment"), "prompts_source": DEFAULT_PROMPTS["source"]}
 # The sections that ``complete`` fills in.
-COMPLETED = {"render": DEFAULT_RENDER, "index": DEFAULT_INDEX, "evaluate": DEFAULT_EVALUATE,
+COMPLETED = {"render": DEFAULT_RENDER, "index": DEFAULT_INDEX, "evaluate": DEFAULT_EVALUATE, "prompts": DEFAULT_PROMPTS,
              "pretrain": PRETRAIN_DEFAULTS, "experiment": DEFAULT_EXPERIMENT}
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from smile_vlm.atomic import write_text
 from smile_vlm.errors import ScanError
-from smile_vlm.report import ID_COLUMNS, RANDOM_INIT, REPORTED_MARK, paper_labels
+from smile_vlm.report import ID_COLUMNS, PLAIN_ALPHA, RANDOM_INIT, REPORTED_MARK, paper_labels
 
 
 # --------------------------------------------------------------------------- summary page
@@ -119,7 +119,9 @@ def _text(value) -> str:
 def _init(row: pd.Series) -> str:
     """Where the row's vision encoder started; a table written before the column existed
     holds only from-scratch rows."""
-    return _text(row.get("init", RANDOM_INIT))
+    init = _text(row.get("init", RANDOM_INIT))
+    alpha = _text(row.get("wise_alpha"))  # plain fine-tuning (1) is not spelled out
+    return f"{init}, WiSE-FT alpha {float(alpha):g}" if alpha and float(alpha) != PLAIN_ALPHA else init
 
 
 def _metric_groups(metrics: list[str]) -> list[tuple[str, list[str]]]:

@@ -46,6 +46,7 @@ from smile_vlm.data import StoreDataset
 from smile_vlm.errors import ScanError
 from smile_vlm.folds import fold_samples
 from smile_vlm.models import build_model, image_input, model_variant
+from smile_vlm.wise import start_head
 from smile_vlm.optim import make_optimizer, make_scheduler
 from smile_vlm.prompts import TextBank, build_text_bank
 from smile_vlm.settings import resolve_settings
@@ -151,7 +152,9 @@ def _build_run(store_path, split: dict, variant: dict, settings: dict, text_bank
         LOG.info("images of %d samples exceed %d MB: read from the store every epoch", len(dataset), IMAGE_CACHE_MB)
     text_bank = build_text_bank(settings, classes, text_bank_file)
     n_views = int(dataset[0]["images"].shape[0])
-    model = build_model(variant, n_views, int(text_bank.dim)).to(device)
+    model = build_model(variant, n_views, int(text_bank.dim))
+    start_head(model, variant)
+    model = model.to(device)
     size, mean, std = image_input(model)
     optimizer = make_optimizer(model, train)
     steps_per_epoch = len(batches_for_epoch(len(dataset), train["batch_size"], torch.Generator(), rank, world))

@@ -229,7 +229,7 @@ def test_render_shard_static_and_4d(tmp_path):
         return read_mesh_for_tests(path)
 
     out_dir = tmp_path / "out"
-    settings = {"mode": "depth", "frames": 4, "keep_frames": True, "radius_mm": 90.0}
+    settings = {"mode": "depth", "frames": 4, "keep_frames": True, "radius_mm": 90.0, "registration": "none"}
     render_shard(manifest, "toy", "S1", out_dir, complete("render", settings), mesh_reader=reader)
 
     # 4 of 6 frames are sampled (0, 2, 3, 5) BEFORE anything is read; frames 1 and 4 never are.
@@ -267,7 +267,7 @@ def test_render_shard_without_frames_keeps_only_dynamic_images(tmp_path):
     ]
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     out_dir = tmp_path / "out"
-    settings = {"yaws": [0], "size": 48}  # the pipeline's config key for the image side
+    settings = {"yaws": [0], "size": 48, "registration": "none"}  # the pipeline's config key for the image side
     render_shard(tmp_path / "manifest.csv", "toy", "A", out_dir, complete("render", settings), mesh_reader=read_mesh_for_tests)
     assert sorted(p.name for p in out_dir.iterdir()) == ["A_seq_v0.png", "index.csv", "rejects.csv"]
     dynamic = np.asarray(Image.open(out_dir / "A_seq_v0.png"))
@@ -294,7 +294,8 @@ def test_render_shard_centres_on_the_lm3_nose_tip(tmp_path):
 
 
 def scans_of_two_sequences(tmp_path: Path) -> Path:
-    """A manifest of one subject: a static scan and two 5-frame sequences of growing balls."""
+    """A manifest of one subject: a static scan and two 5-frame sequences of growing balls (a ball
+    has no pose to register: these sequences are rendered with registration none)."""
     scans = tmp_path / "scans"
     scans.mkdir()
     rows = [manifest_row("S1_static", "S1", 0, write_ball(scans / "static.obj", 40.0))]
@@ -326,7 +327,7 @@ def test_render_shard_parses_each_frame_once_and_holds_one_sequence(tmp_path):
         earlier.setdefault(sample, []).append(weakref.ref(mesh))
         return mesh
 
-    render_shard(manifest, "toy", "S1", tmp_path / "out", complete("render", {"mode": "depth", "frames": 5}), mesh_reader=reader)
+    render_shard(manifest, "toy", "S1", tmp_path / "out", complete("render", {"mode": "depth", "frames": 5, "registration": "none"}), mesh_reader=reader)
     assert sorted(read_paths) == sorted(set(read_paths)) and len(read_paths) == 1 + 2 * 5
     assert alive_at_read == [0] * len(alive_at_read)
 
@@ -338,7 +339,7 @@ def test_frames_kept_in_memory_or_read_again_give_the_same_images(tmp_path, mode
     byte for byte the same."""
     manifest = scans_of_two_sequences(tmp_path)
     reads = {}
-    settings = {"mode": mode, "frames": 4, "keep_frames": True, "size": 64, "nose_smoothing": 3}
+    settings = {"mode": mode, "frames": 4, "keep_frames": True, "size": 64, "nose_smoothing": 3, "registration": "none"}
     for keep_mb in (0, 0.08, 256):  # 0.08 MB holds two of the four 38 KB frames
         paths = reads.setdefault(keep_mb, [])
 
@@ -466,7 +467,7 @@ def test_render_shard_logs_what_it_did(tmp_path, caplog):
              manifest_row("A_broken", "A", 0, str(tmp_path / "absent.obj"))]
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     with caplog.at_level("INFO", logger="smile_vlm.render"):
-        render_shard(tmp_path / "manifest.csv", "toy", "A", tmp_path / "out", complete("render", {"size": 32}),
+        render_shard(tmp_path / "manifest.csv", "toy", "A", tmp_path / "out", complete("render", {"size": 32, "registration": "none"}),
                      mesh_reader=read_mesh_for_tests)
     text = caplog.text
     assert "toy/A: 2 of 3 samples rendered (1 sequences from 3 frames), 6 views, 1 rejects" in text

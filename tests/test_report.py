@@ -68,13 +68,13 @@ def test_write_table_is_a_readable_csv(tmp_path):
     write_table({"name": "nothing_reported", "dataset": "bu4dfe"}, evals, out)
     table = pd.read_csv(out)
     # the same columns whatever the evaluations hold (here no probe, nothing reported)
-    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init", "n_test",
-                                      "accuracy",
+    assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init", "wise_alpha",
+                                      "n_test", "accuracy",
                                       "accuracy_std", "macro_f1", "macro_f1_std", "linear_probe_accuracy",
                                       "linear_probe_accuracy_std"]
     assert table.source.tolist() == ["ours", "ours"]
     assert table.accuracy.tolist() == [50.0, 50.0]
-    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,class prompts (labels),random,12,50.0,,0.5,,,"
+    assert out.read_text().splitlines()[1] == "ours,facet_vlm,0,,label,class prompts (labels),random,1,12,50.0,,0.5,,,"
     assert not any(p.name.startswith(".x.csv.tmp") for p in out.parent.iterdir())
 
 
@@ -146,7 +146,7 @@ def test_multilabel_table_per_class_f1_and_accuracy_then_reported_table_v(tmp_pa
     table = build_table({"name": "4dme", "dataset": "4dme"}, evals)
     metrics = [f"{m}_{c}" for m in ("f1", "accuracy") for c in [*FOURDME, "average"]] + ["linear_probe_accuracy"]
     assert table.columns.tolist() == ["source", "method", "fold", "setting", "prompts", "supervision", "init",
-                                      "decision", "n_test", *[c for m in metrics for c in (m, f"{m}_std")]]
+                                      "wise_alpha", "decision", "n_test", *[c for m in metrics for c in (m, f"{m}_std")]]
     # the decision rule and its scale travel from each evaluation into every row, the means included
     assert set(table[table.source == "ours"].decision) == {
         "above_uniform at logit scale 14.29 (training 1/tau, tau = 0.07)"}
@@ -334,3 +334,20 @@ def _block_from_its_figures(body: str, table: str, folder: Path, monkeypatch) ->
     pd.DataFrame(records).to_csv(folder / table, index=False)
     monkeypatch.chdir(folder)
     return readme_block(table)
+
+
+def test_rows_say_which_wise_ft_alpha_they_were_evaluated_at(tmp_path):
+    init = "results/pretrain/default/vision.pt"
+    evals = [_eval(tmp_path, "plain", 0, 0.5, 0.5, 0.5, init=init, wise_alpha=1.0),
+             _eval(tmp_path, "mixed", 0, 0.75, 0.5, 0.5, init=init, wise_alpha=0.5),
+             _eval(tmp_path, "older", 0, 0.25, 0.5, 0.5)]  # a JSON from before WiSE-FT: plain fine-tuning
+    out = tmp_path / "tables" / "bu4dfe.csv"
+    write_table({"name": "bu4dfe"}, evals, out)
+    table = pd.read_csv(out, dtype={"fold": str})
+    ours = table[table["source"] == "ours"]
+    assert ours.set_index(["method", "fold"])["wise_alpha"].to_dict() == {
+        ("plain", "0"): 1, ("plain", "mean"): 1, ("mixed", "0"): 0.5, ("mixed", "mean"): 0.5,
+        ("older", "0"): 1, ("older", "mean"): 1}
+    lines = summary_markdown([out], tmp_path / "summary.md").splitlines()
+    assert any(line.startswith(f"| mixed | class prompts (labels) | {init}, WiSE-FT alpha 0.5 | ours |") for line in lines)
+    assert any(line.startswith(f"| plain | class prompts (labels) | {init} | ours |") for line in lines)

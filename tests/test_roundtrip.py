@@ -113,10 +113,10 @@ def test_index_finds_every_generated_sample(datasets, name):
     summary = json.loads((root / "SYNTHETIC.json").read_text())
     manifest, rejects, skipped = index_dataset(name, root, {"validate": "full"})
     assert rejects.empty, rejects.to_dict("records")
-    # what the generator writes and the index does not use as scans: its record, Bosphorus 2D
-    # landmarks, the viewer, BP4D's AU codes
+    # what the generator writes and the index does not use: its record, Bosphorus 2D landmarks, the
+    # viewer (BP4D's AU codes are read: test_aucoding.py)
     unused = {"record of the synthetic generator, not a scan", "2D landmarks (.lm2): not used",
-              "the bundled VRML viewer, not a subject", "AU codes and tracked features: not used"}
+              "the bundled VRML viewer, not a subject"}
     assert set(skipped["reason"]) <= unused, skipped.to_dict("records")
     frames = manifest.groupby("sample_id").size().to_dict()
     assert frames == {s["sample_id"]: s["n_frames"] for s in summary["samples"]}

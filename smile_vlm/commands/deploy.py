@@ -33,12 +33,24 @@ def cmd_predict(args) -> None:
 
     records = predict_paths(args.model, args.inputs, args.out, args.json, classes=classes, prompts=args.prompts,
                             kind=args.kind, device=args.device, batch_size=args.batch_size, units=args.units,
-                            echo=echo)
+                            echo=echo, wise_alpha=args.wise_alpha)
     failed = [record for record in records if record["status"] != "ok"]
     if failed and len(failed) == len(records):
         raise ScanError(failed[0]["input"], f"no sample could be predicted; first reason: {failed[0]['error']}")
     if failed:
         log.warning("%d of %d samples could not be predicted (status 'error' in the output)", len(failed), len(records))
+
+
+def unit_interval(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
+    return value
 
 
 def cmd_merge_predictions(args) -> None:
@@ -54,7 +66,8 @@ def register(sub) -> None:
                                    "(settings read from the checkpoint) and score it against the class prompts.")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="scan file (.wrl .obj .bnt .ply), 4D sequence folder, or a folder of either")
-    p.add_argument("--model", required=True, help="model.pt (results/<experiment>/final/<variant>/model.pt)")
+    p.add_argument("--model", required=True, help="model.pt (results/<experiment>/final/<variant>/model.pt), or a "
+                   "pretraining's vision.pt (results/pretrain/<name>/vision.pt; name the --classes)")
     p.add_argument("--out", default=None, help="CSV to write: p_<class>, top_class, w_<view>, frames per input")
     p.add_argument("--json", default=None, help="JSON to write with the same predictions")
     p.add_argument("--classes", default=None,
@@ -65,6 +78,9 @@ def register(sub) -> None:
                    help="what a folder of meshes is: auto follows the model (4D model: a sequence)")
     p.add_argument("--units", choices=("mm", "cm", "m"), default=None,
                    help="units of the input meshes when they differ from the training data's")
+    p.add_argument("--wise-alpha", type=unit_interval, default=None, metavar="ALPHA",
+                   help="WiSE-FT: mix a fold model with the pretraining it started from, (1 - ALPHA) * pretrained "
+                        "+ ALPHA * fine-tuned (default: the variant's wise_alpha)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--batch-size", type=positive_int, default=32, help="samples per forward pass (speed only)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (speed only)")

@@ -115,7 +115,8 @@ SKIP_RULES = {
         (r"^BU4DFE_BND_V1\.1/", "landmark release: no manifest frame uses this file (its mesh is missing or rejected)"),
     ],
     "bp4d": [
-        (r"^(AUCoding|2DFeatures|3DFeatures)/", "AU codes and tracked features: not used"),
+        (r"^AUCoding/AU_OCC/", "AU occurrence codes of no sequence in the manifest"),
+        (r"^(AUCoding|2DFeatures|3DFeatures)/", "AU intensities and tracked features: not used"),
     ],
     "bosphorus": [
         (r"\.lm2$", "2D landmarks (.lm2): not used"),

@@ -16,6 +16,7 @@ import pandas as pd
 from smile_vlm.errors import ScanError
 from smile_vlm.index.checks import check_inside
 from smile_vlm.readers import max_bytes_of, names
+from smile_vlm.readers.aucoding import sequence_occurrences
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -195,10 +196,12 @@ def _layout_bp4d(root: Path, settings: dict, found: Found) -> list[Candidate]:
                 found.skip(task_dir, f"task {task_dir.name!r} is not in datasets.bp4d.task_classes")
                 continue
             images = _numbered(task_dir, (".jpg",), None)
+            aus = sequence_occurrences(root, subject, task_dir.name, found)  # AUCoding/AU_OCC, if released
             for frame, path in _numbered(task_dir, (".wrl", ".obj"), found).items():
                 row = _row(
                     "bp4d", f"{subject}_{task_dir.name}", subject, path, sequence=task_dir.name,
                     frame=frame, label=task_classes[task_dir.name], task=task_dir.name, sex=subject[0],
+                    aus=aus.get(frame, ""),
                 )
                 candidates.append(Candidate(row, path, None, images.get(frame)))
     return candidates

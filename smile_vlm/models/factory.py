@@ -14,6 +14,7 @@ from smile_vlm.models.encoders import load_vision_encoder
 from smile_vlm.models.facet import FacetVLM
 from smile_vlm.models.smile import SmileVLM
 from smile_vlm.settings import VARIANT_DEFAULTS, variant_vision
+from smile_vlm.wise import mix_state
 
 ARCHITECTURES = ("smile_vlm", "facet_vlm")
 
@@ -50,13 +51,14 @@ def image_input(model: nn.Module) -> tuple[int, tuple, tuple]:
     raise ValueError("the model has no vision encoder exposing image_size, mean and std")
 
 
-def load_trained(model_path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model written by train.train_fold (model.pt) and return it with the saved metadata."""
+def load_trained(model_path, device: str | torch.device = "cpu", wise_alpha: float | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model written by train.train_fold (model.pt) and return it with the saved metadata.
+    Its weights are mixed with its pretraining at ``wise_alpha`` (None: the variant's; smile_vlm.wise)."""
     state = torch.load(model_path, map_location="cpu", weights_only=True)
     variant = dict(state["variant"])
     if (variant.get("vision") or {}).get("init"):
         # The saved weights replace the pretrained start, so the vision.pt need not exist here.
         variant["vision"] = {k: v for k, v in variant["vision"].items() if k != "init"}
     model = build_model(variant, int(state["n_views"]), int(state["text_dim"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(mix_state(state, wise_alpha))
     return model.to(device).eval(), state
