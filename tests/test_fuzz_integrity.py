@@ -68,8 +68,11 @@ def on_disk(root: Path) -> set[str]:
 
 
 def assert_accounted(root: Path, manifest, rejects, skipped, used=()) -> None:
-    """Each entry under root is in exactly one of manifest, rejects, skipped (or a used sheet)."""
-    disk = {shown_path(p) for p in on_disk(root)} - {str(p) for p in used}
+    """Each entry under root is in exactly one of manifest, rejects, skipped (or a used sheet, or
+    BP4D's AU codes, which the index reads into the manifest's ``aus``)."""
+    au_codes = sorted((root / "AUCoding" / "AU_OCC").glob("*.csv"))
+    read = {str(p) for p in [*used, *au_codes]} - set(rejects["path"])
+    disk = {shown_path(p) for p in on_disk(root)} - read
     in_manifest = {p for column in ("mesh_path", "texture_path", "landmark_path") for p in manifest[column] if p}
     buckets = {"manifest": in_manifest & disk, "rejects": set(rejects["path"]) & disk,
                "skipped": set(skipped["path"])}
