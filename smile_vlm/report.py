@@ -38,7 +38,7 @@ import yaml
 
 from smile_vlm.atomic import write_csv
 from smile_vlm.errors import ScanError
-from smile_vlm.settings import RANDOM_INIT, complete
+from smile_vlm.settings import PLAIN_ALPHA, RANDOM_INIT, complete
 
 # Metrics that a single-label evaluation JSON carries (fractions) and their table columns.
 _SCALAR_METRICS = {
@@ -49,7 +49,6 @@ _SCALAR_METRICS = {
 ID_COLUMNS = ["source", "method", "fold", "setting", "prompts", "supervision", "init", "wise_alpha", "decision", "n_test"]
 _TEXT_COLUMNS = ("prompts", "supervision", "init", "wise_alpha", "decision")  # per-row facts a method's mean row keeps
 REPORTED_MARK = "reported on the real dataset"
-PLAIN_ALPHA = 1.0  # WiSE-FT's mixing weight of plain fine-tuning (an evaluation JSON from before smile_vlm.wise)
 
 
 def paper_labels(kind: str) -> dict[str, str]:

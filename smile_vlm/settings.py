@@ -176,6 +176,8 @@ def resolve_settings(settings: dict | None) -> dict:
 
 # The vision encoder's start when it has no pretrained file and no CLIP checkpoint: from scratch.
 RANDOM_INIT = "random"
+# WiSE-FT's mixing weight that is plain fine-tuning (also what an evaluation from before WiSE-FT used)
+PLAIN_ALPHA = 1.0
 
 
 def vision_init_name(variant: dict) -> str:

@@ -18,7 +18,8 @@ import pandas as pd
 
 from smile_vlm.atomic import write_text
 from smile_vlm.errors import ScanError
-from smile_vlm.report import ID_COLUMNS, PLAIN_ALPHA, RANDOM_INIT, REPORTED_MARK, paper_labels
+from smile_vlm.report import ID_COLUMNS, REPORTED_MARK, paper_labels
+from smile_vlm.settings import PLAIN_ALPHA, RANDOM_INIT
 
 
 # --------------------------------------------------------------------------- summary page

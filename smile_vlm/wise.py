@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from smile_vlm.errors import ScanError
+from smile_vlm.settings import PLAIN_ALPHA
 
 PRETRAINED_NAME = "pretrained"  # the variant name of a vision.pt scored as a model
 PRETRAINING = "pretraining"  # the dataset a vision.pt read as a checkpoint names
@@ -123,7 +124,7 @@ def interpolate(pretrained: dict, finetuned: dict, alpha: float, source="the pre
                                     "model: another architecture; WiSE-FT mixes a model with its own pretraining only")
         if not tuned.is_floating_point():
             mixed[name] = tuned.clone()
-        elif alpha == 1.0:
+        elif alpha == PLAIN_ALPHA:
             mixed[name] = tuned.clone()
         elif alpha == 0.0:
             mixed[name] = start.to(tuned.dtype).clone()
@@ -157,7 +158,7 @@ def mix_state(state: dict, alpha: float | None = None) -> dict:
     """A model.pt's weights mixed with its pretraining at ``alpha`` (None: its variant's wise_alpha);
     the weights unchanged at 1 or when already mixed (``APPLIED_KEY``)."""
     alpha = variant_alpha(state.get("variant")) if alpha is None else float(alpha)
-    if alpha == 1.0 or state.get(APPLIED_KEY) is not None:
+    if alpha == PLAIN_ALPHA or state.get(APPLIED_KEY) is not None:
         return state["model"]
     start, source = pretrained_weights(state)
     return interpolate(start, state["model"], alpha, source)
@@ -166,7 +167,7 @@ def mix_state(state: dict, alpha: float | None = None) -> dict:
 def baked(state: dict) -> dict:
     """A model.pt with its WiSE-FT weights mixed in (the deployable model needs no vision.pt)."""
     alpha = variant_alpha(state.get("variant"))
-    if alpha == 1.0 or state.get(APPLIED_KEY) is not None:
+    if alpha == PLAIN_ALPHA or state.get(APPLIED_KEY) is not None:
         return state
     return {**state, "model": mix_state(state), APPLIED_KEY: alpha}
 
