@@ -11,14 +11,13 @@ Two ways, chosen by ``render.registration``:
 - landmarks: Kabsch (Umeyama without scale) on the BU-4DFE landmarks that expressions move
   least, the four eye corners and the nose bridge and sides, with one trimming pass that drops
   a landmark whose residual is far above the others' (a tracked point that slipped).
-- icp: a trimmed point-to-plane ICP of the frame's upper face (the nose strip and everything
-  above the cheeks, inside the crop) onto the reference's, with a KD-tree. Expressions move the
-  mouth, jaw and cheeks most, so those are left out; what moves above them (brows, lids,
-  forehead skin, a wrinkled nose) is handled by keeping only the closest
-  ``ICP_INLIER_FRACTION`` of the pairs each iteration. It starts from the nose tips put on top
-  of each other, and a second round chooses the region again where the first put the frame, so
-  that the same part of the face is used whatever the head's pose. Bounded iterations on a
-  fixed subsample: the same frames give the same transform.
+- icp: a robust point-to-plane ICP, with a KD-tree, of the parts of the frame's face that
+  expressions move least (the nose dorsum, the forehead above the brows, the temples; inside the
+  crop) onto the reference's. What still moves there (forehead skin, a wrinkled nose) is weighed
+  down by Tukey's biweight of the residuals. It starts from the nose tips put on top of each
+  other, and a second round chooses the region again where the first put the frame, so that the
+  same part of the face is used whatever the head's pose. Bounded iterations on a fixed
+  subsample: the same frames give the same transform.
 
 ``auto`` is icp, and the landmarks' fit for a frame the mesh admits no rigid fit for, where it and
 the reference have landmark files. The mesh comes first because on the synthetic BU-4DFE it left
@@ -46,20 +45,36 @@ STABLE_BU83 = (0, 4, 8, 12, 36, 37, 38, 45, 46, 47)
 MIN_LANDMARKS = 4
 LANDMARK_OUTLIER_FACTOR = 3.0  # residual over the median that marks a slipped landmark
 
-# The ICP region, relative to the nose tip (mm), inside the crop: the nose strip (no lower than
-# UPPER_FACE_FROM_MM, no wider than NOSE_HALF_WIDTH_MM each side) and everything above the cheeks
-# (CHEEKS_BELOW_MM), which a smile raises. The reference's region reaches further, so that a
-# frame's points near the region's edge still find their partners after up to
+# The ICP region, relative to the nose tip (mm), inside the crop: the parts of the face that
+# expressions move least. The nose dorsum (no lower than UPPER_FACE_FROM_MM, no wider than
+# NOSE_HALF_WIDTH_MM each side, up through the glabella), the forehead from FOREHEAD_ABOVE_MM above
+# the tip (above the brows, even raised) and the temples from TEMPLES_BEYOND_MM to each side. The
+# mouth, jaw, cheeks, lids and brows are left out: with the lids and cheeks in the region, the
+# apex of a smile pulled the fit by a millimetre, one way or the other depending on where the fit
+# started, and with the brows in it a full brow raise did the same (benchmarks/
+# bench_registration.py, tests/test_register.py). The reference's region reaches further, so
+# that a frame's points near the region's edge still find their partners after up to
 # ICP_EDGE_MARGIN_MM of motion.
 UPPER_FACE_FROM_MM = -10.0
-NOSE_HALF_WIDTH_MM = 20.0
-CHEEKS_BELOW_MM = 25.0
+NOSE_HALF_WIDTH_MM = 12.0
+FOREHEAD_ABOVE_MM = 65.0
+TEMPLES_BEYOND_MM = 60.0
 ICP_EDGE_MARGIN_MM = 10.0
 ICP_SOURCE_POINTS = 2000  # a frame's region is subsampled to at most this many points
 ICP_MIN_POINTS = 100
-ICP_INLIER_FRACTION = 0.5
+# What is left in the region that still moves (forehead skin, a wrinkled nose, scanner holes) is
+# weighed down by Tukey's biweight of the point-to-plane residuals, its scale the residuals' MAD
+# (as a standard deviation) and at least TUKEY_MIN_SCALE_MM, cut at TUKEY_C scales (95 %
+# efficiency under Gaussian noise). Unlike keeping a fixed fraction of the closest pairs, the
+# weights change smoothly with the pose, so the fit ends in the same place from either side.
+TUKEY_C = 4.685
+TUKEY_MIN_SCALE_MM = 0.05
+ICP_RMS_FRACTION = 0.5  # the closest half of the pairs judge whether the fit succeeded
 ICP_MAX_ITERATIONS = 40
 ICP_STOP_RADIANS, ICP_STOP_MM = 1e-4, 1e-2
+# The shared centre of a registered sequence: the top of a quadric fitted to the nose within
+# APEX_RADIUS_MM of its most forward vertex (smile_vlm.sequence).
+APEX_RADIUS_MM = 10.0
 # Refusals: a pose change beyond these is no head motion within one sequence but a failed fit.
 MAX_ROTATION_DEG = 30.0
 MAX_INLIER_RMS_MM = 3.0
@@ -158,13 +173,21 @@ def checked(transform: Rigid, path: str | Path) -> Rigid:
 
 
 def upper_face(vertices: np.ndarray, nose_tip: np.ndarray, radius_mm: float, reach_mm: float) -> np.ndarray:
-    """Mask of the vertices at most ``radius_mm`` from the nose tip on the nose (no lower than
-    UPPER_FACE_FROM_MM, no wider than NOSE_HALF_WIDTH_MM) or above the cheeks (CHEEKS_BELOW_MM),
-    each limit widened by ``reach_mm`` (all in mm)."""
+    """Mask of the vertices at most ``radius_mm`` from the nose tip on the nose dorsum (no lower
+    than UPPER_FACE_FROM_MM, no wider than NOSE_HALF_WIDTH_MM), the forehead (FOREHEAD_ABOVE_MM up)
+    or the temples (TEMPLES_BEYOND_MM to each side), each limit widened by ``reach_mm`` (all in mm)."""
     offset = vertices - nose_tip
     nose = (offset[:, 1] >= UPPER_FACE_FROM_MM - reach_mm) & (np.abs(offset[:, 0]) <= NOSE_HALF_WIDTH_MM + reach_mm)
-    above_cheeks = offset[:, 1] >= CHEEKS_BELOW_MM - reach_mm
-    return (np.einsum("ij,ij->i", offset, offset) <= radius_mm**2) & (nose | above_cheeks)
+    forehead = offset[:, 1] >= FOREHEAD_ABOVE_MM - reach_mm
+    temples = (np.abs(offset[:, 0]) >= TEMPLES_BEYOND_MM - reach_mm) & (offset[:, 1] >= UPPER_FACE_FROM_MM - reach_mm)
+    return (np.einsum("ij,ij->i", offset, offset) <= radius_mm**2) & (nose | forehead | temples)
+
+
+def tukey_weights(residual: np.ndarray) -> np.ndarray:
+    """Tukey's biweight of residuals (mm), scaled by their MAD (Huber's robust scale)."""
+    scale = max(1.4826 * float(np.median(np.abs(residual))), TUKEY_MIN_SCALE_MM)
+    u = residual / (TUKEY_C * scale)
+    return np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
 
 
 def referenced_vertices(mesh: Mesh) -> np.ndarray:
@@ -201,25 +224,24 @@ def fit_icp(vertices_mm: np.ndarray, start: Rigid, target: IcpTarget, radius_mm:
     if len(points) < ICP_MIN_POINTS:
         raise ScanError(path, f"{len(points)} points in the upper face, registration needs {ICP_MIN_POINTS}")
     points = points[:: max(1, int(np.ceil(len(points) / ICP_SOURCE_POINTS)))]
-    n_inliers = max(ICP_MIN_POINTS // 2, int(ICP_INLIER_FRACTION * len(points)))
     rotation, translation = start.rotation, start.translation
     lever = np.r_[np.full(3, 1.0 / radius_mm), np.ones(3)]  # rotations in mm at the crop's edge
     for _ in range(ICP_MAX_ITERATIONS):
         moved = points @ rotation.T + translation
-        distance, nearest = target.tree.query(moved)
-        inliers = np.argpartition(distance, n_inliers - 1)[:n_inliers]
-        moved, nearest = moved[inliers], nearest[inliers]
+        _, nearest = target.tree.query(moved)
         normal = target.normals[nearest]
-        centre = moved.mean(axis=0)
-        # linearised: residual + omega . ((p - c) x n) + t . n = 0 for every inlier pair
-        design = np.hstack([np.cross(moved - centre, normal), normal])
         residual = np.einsum("ij,ij->i", target.points[nearest] - moved, normal)
-        normal_matrix = design.T @ design
+        weight = tukey_weights(residual)
+        centre = weight @ moved / weight.sum()
+        # linearised: residual + omega . ((p - c) x n) + t . n = 0 for every pair, weighted
+        design = np.hstack([np.cross(moved - centre, normal), normal])
+        weighted = design * weight[:, None]
+        normal_matrix = design.T @ weighted
         eigenvalues = np.linalg.eigvalsh(normal_matrix * np.outer(lever, lever))
         if eigenvalues[0] < MIN_CONDITION * eigenvalues[-1]:
             raise ScanError(path, "the upper face is too featureless for a rigid registration "
                                   "(a rotation or shift of it changes nothing)")
-        step = np.linalg.solve(normal_matrix, design.T @ residual)
+        step = np.linalg.solve(normal_matrix, weighted.T @ residual)
         turn = rotation_from_vector(step[:3])
         rotation = turn @ rotation
         translation = turn @ (translation - centre) + centre + step[3:]
@@ -227,7 +249,8 @@ def fit_icp(vertices_mm: np.ndarray, start: Rigid, target: IcpTarget, radius_mm:
             break
     moved = points @ rotation.T + translation
     distance, _ = target.tree.query(moved)
-    rms = float(np.sqrt(np.mean(np.sort(distance)[:n_inliers] ** 2)))
+    n_judged = max(ICP_MIN_POINTS // 2, int(ICP_RMS_FRACTION * len(points)))
+    rms = float(np.sqrt(np.mean(np.sort(distance)[:n_judged] ** 2)))
     if rms > MAX_INLIER_RMS_MM:
         raise ScanError(path, f"registration left the upper face {rms:.1f} mm from the reference's "
                               f"(more than {MAX_INLIER_RMS_MM:g} mm): not the same face or pose")
@@ -295,6 +318,33 @@ class SequenceRegistration:
             raise ScanError(path, "registration: landmarks needs a landmark file (.bnd) for every frame; "
                                   "use auto or icp for datasets without them")
         return self.read_landmarks(landmark_path) * self.mm_per_unit
+
+
+def nose_apex(vertices: np.ndarray, tip: np.ndarray, radius: float) -> np.ndarray:
+    """The top (largest z) of the quadric z(x, y) fitted to the vertices within ``radius`` of the
+    nose tip ``tip`` (a vertex), in the vertices' units; ``tip`` where no such top lies within
+    ``radius``.
+
+    The most forward vertex jumps from one vertex to the next as the pose changes by a fraction of
+    a degree (by a vertex spacing, a millimetre at the real frame size and several on a coarse
+    mesh); the quadric's top moves smoothly with the pose, so registered frames in the same pose
+    share the same centre whatever pose their head had.
+    """
+    tip = np.asarray(tip, np.float64)
+    offset = np.asarray(vertices, np.float64) - tip
+    near = offset[(np.einsum("ij,ij->i", offset, offset) <= radius**2)]
+    if len(near) < 6:
+        return tip
+    x, y, z = near.T
+    coef = np.linalg.lstsq(np.column_stack([np.ones_like(x), x, y, x * x, x * y, y * y]), z, rcond=None)[0]
+    hessian = np.array([[2.0 * coef[3], coef[4]], [coef[4], 2.0 * coef[5]]])
+    if not (np.linalg.eigvalsh(hessian) < 0.0).all():
+        return tip
+    top = np.linalg.solve(hessian, -coef[1:3])
+    if float(np.hypot(*top)) > radius:
+        return tip
+    height = coef @ np.array([1.0, top[0], top[1], top[0] ** 2, top[0] * top[1], top[1] ** 2])
+    return tip + np.array([top[0], top[1], height])
 
 
 def has_landmarks(landmark_path) -> bool:

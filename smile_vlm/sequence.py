@@ -18,8 +18,8 @@ import pandas as pd
 
 from smile_vlm.dynamic import apply_support, common_support
 from smile_vlm.mesh import Mesh
-from smile_vlm.normalize import canonicalize, millimetres_per_unit, nose_tip, smooth_track
-from smile_vlm.register import Rigid, SequenceRegistration, mean_pose, registered
+from smile_vlm.normalize import NOSE_TIP_KEYS, canonicalize, millimetres_per_unit, nose_tip, smooth_track
+from smile_vlm.register import APEX_RADIUS_MM, Rigid, SequenceRegistration, mean_pose, nose_apex, registered
 
 # Frames of a 4D sequence are cropped to this many crop radii (whole triangles), so that every
 # triangle that reaches into the crop sphere is drawn; the sphere itself is then cut per pixel
@@ -71,7 +71,7 @@ def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARS
         # the first frame's own head pose is as random as any frame's: the frames are put in
         # their mean pose instead, so that the sequence's pose does not hang on one frame
         to_mean = mean_pose([transform for _, _, transform in frames]).inverse()
-        tips = [to_mean.apply(tip) for tip in tips]
+        tips = tips_in_mean_pose(frames, tips, to_mean, APEX_RADIUS_MM / millimetres_per_unit(job.settings))
     tips = np.array(tips).reshape(-1, 3)
     if registration is None:
         track = smooth_track(tips, job.nose_smoothing)
@@ -115,10 +115,35 @@ def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
     return frames, tips
 
 
+def tips_in_mean_pose(frames: deque, tips: list[np.ndarray], to_mean: Rigid, apex_radius: float) -> list[np.ndarray]:
+    """The nose tips of the registered frames, found again in the mean pose on the kept meshes,
+    which are moved there now (in place); a frame read again keeps its tip, moved there.
+
+    The shared centre must be the same point of the face whatever pose the head had: the most
+    forward vertex is not (it changes with the pose it is taken in, and the first frame's pose
+    is as random as any frame's head motion), and at the real frame size a fraction of a
+    millimetre of centre decorrelates a dynamic image (benchmarks/bench_registration.py,
+    "constant offset"). So the tip is taken in the mean pose and, unless the scan has a nose-tip
+    landmark, refined to the top of the nose's quadric (``register.nose_apex``, radius in the
+    mesh's units).
+    """
+    moved = []
+    for (_, mesh, _), tip in zip(frames, tips):
+        if mesh is None:
+            moved.append(to_mean.apply(tip))
+            continue
+        tip = nose_tip(registered(mesh, to_mean))
+        if not any(key in mesh.landmarks for key in NOSE_TIP_KEYS):
+            tip = nose_apex(mesh.vertices, tip, apex_radius)
+        moved.append(tip)
+    return moved
+
+
 def render_frames(job, frames: deque, track: np.ndarray,
                   to_mean: Rigid | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Second pass: (frame, views, inside-sphere pixels) per frame, each centred on its track point
-    and, registered, moved from the first frame's pose to the mean pose (``to_mean``).
+    """Second pass: (frame, views, inside-sphere pixels) per frame, each centred on its track point.
+    Registered, the kept meshes are in the mean pose already (``tips_in_mean_pose``); a frame read
+    again is moved by its transform and then from the first frame's pose to the mean (``to_mean``).
 
     Frames leave the queue as they are rendered, so memory falls as the pass goes on.
     """
@@ -131,8 +156,8 @@ def render_frames(job, frames: deque, track: np.ndarray,
                 continue
             if transform is not None:
                 mesh = registered(mesh, transform)
-        if to_mean is not None:
-            mesh = registered(mesh, to_mean)
+            if to_mean is not None:
+                mesh = registered(mesh, to_mean)
         mesh.landmarks["nose_tip"] = tip.astype(np.float32)
         result = job.render(mesh, row.mesh_path, wide=True)
         mesh = None  # released before the next frame is read

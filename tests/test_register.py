@@ -11,8 +11,9 @@ from PIL import Image
 
 from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
-from smile_vlm.normalize import nose_tip
-from smile_vlm.register import Rigid, SequenceRegistration, kabsch, mean_pose, rotation_from_vector
+from smile_vlm.normalize import estimate_nose_tip, nose_tip
+from smile_vlm.register import (APEX_RADIUS_MM, Rigid, SequenceRegistration, kabsch, mean_pose, nose_apex,
+                                rotation_from_vector)
 from smile_vlm.render import render_shard
 from smile_vlm.settings import complete
 from smile_vlm.synth import writers
@@ -77,6 +78,42 @@ def test_icp_recovers_a_known_head_motion(face):
     # the same frame, not moved, stays where it is
     still = frame_mesh(face, SMILE, seed=3)
     assert registration.fit(still, nose_tip(still)).angle_deg < 0.1
+
+
+BROWS_LOWERED = {4: 1.0, 7: 1.0, 5: 0.6}  # brows lowered and drawn together, lids tightened
+BROWS_RAISED = {1: 1.0, 2: 1.0, 5: 1.0}
+
+
+@pytest.mark.parametrize("expression", [BROWS_LOWERED, BROWS_RAISED], ids=["brows_lowered", "brows_raised"])
+def test_icp_recovers_a_head_motion_under_a_strong_brow_expression(face, expression):
+    """The reference is neutral; the frame moves its brows and lids as far as the model goes and
+    turns: the fit must follow the head, not the brows, from whichever side it starts."""
+    registration = SequenceRegistration("icp", 1.0, 90.0)
+    reference = frame_mesh(face, {}, seed=1)
+    registration.fit(reference, nose_tip(reference))
+    nose = np.linalg.norm(reference.vertices - reference.landmarks["nose_tip"], axis=1) < 15.0
+    for motion in (head_motion(**MOTION), head_motion(yaw_deg=-4.0, pitch_deg=-4.0, shift=(-3.0, 3.0, -3.0)),
+                   head_motion(yaw_deg=4.0, pitch_deg=-4.0, shift=(3.0, 3.0, 0.0))):
+        moved = frame_mesh(face, expression, motion, seed=2)
+        fitted = registration.fit(moved, nose_tip(moved))
+        assert angle_between(fitted.rotation @ motion.rotation, np.eye(3)) < 0.5
+        # the nose, which these expressions leave where it was, is put back within 0.5 mm
+        assert np.abs(fitted.apply(moved.vertices) - reference.vertices)[nose].mean() < 0.5
+
+
+def test_the_nose_apex_moves_smoothly_with_the_pose(face):
+    """As the head turns by quarter degrees, the most forward vertex jumps to the next vertex (by
+    millimetres); the quadric's top moves along the nose by about a tenth of a millimetre."""
+    mesh = frame_mesh(face, {})
+    tips, apexes = [], []
+    for yaw in np.linspace(-4.0, 4.0, 33):
+        turned = head_motion(yaw_deg=yaw, pitch_deg=yaw / 2, shift=(0.0, 0.0, 0.0))
+        vertices = turned.apply(mesh.vertices)
+        tip = estimate_nose_tip(vertices)
+        tips.append(turned.inverse().apply(tip))  # on the face, before it turned
+        apexes.append(turned.inverse().apply(nose_apex(vertices, tip, APEX_RADIUS_MM)))
+    steps = [np.linalg.norm(np.diff(points, axis=0), axis=1).max() for points in (tips, apexes)]
+    assert steps[1] < 0.2 < 1.0 < steps[0]
 
 
 def write_landmarks(path, face, mesh: Mesh) -> str:
