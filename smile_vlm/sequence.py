@@ -30,6 +30,10 @@ SEQUENCE_CROP_MARGIN = 1.25
 # (3.8 MB each); the cap matters for `frames: all`, where the frames beyond it are read again
 # (the same file gives the same mesh) instead of holding a whole 100-frame sequence (~380 MB).
 KEEP_PARSED_MB = 256
+# A registered frame keeps the vertices this many apex radii (register.APEX_RADIUS_MM) around its
+# nose tip, to find the tip again in the mean pose: the most forward vertex of a pose up to
+# MAX_ROTATION_DEG away lies among them.
+NOSE_PATCH_RADII = 3.0
 
 
 def canonicalize_wide(mesh: Mesh, settings: dict) -> Mesh:
@@ -53,7 +57,7 @@ def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARS
 
     Registered (``job.registration`` other than "none"), the frames are moved rigidly onto the
     first and then into the mean pose of them all, and share one centre (the median of their
-    nose tips): the head no longer moves, so neither does the crop, even where an expression
+    nose tips, found in the mean pose: ``tip_in_pose``): the head no longer moves, so neither does the crop, even where an expression
     deforms the nose. Unregistered, each frame is centred on the smoothed track of the nose
     tips, which follows slow head motion.
 
@@ -65,13 +69,14 @@ def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARS
     if job.registration != "none":
         registration = SequenceRegistration(job.registration, millimetres_per_unit(job.settings),
                                             float(job.settings["radius_mm"]))
-    frames, tips = read_frames(job, chosen, keep_parsed_mb, registration)
+    apex_radius = APEX_RADIUS_MM / millimetres_per_unit(job.settings)
+    frames, tips = read_frames(job, chosen, keep_parsed_mb, registration, NOSE_PATCH_RADII * apex_radius)
     to_mean = None
     if registration is not None and frames:
         # the first frame's own head pose is as random as any frame's: the frames are put in
         # their mean pose instead, so that the sequence's pose does not hang on one frame
         to_mean = mean_pose([transform for _, _, transform in frames]).inverse()
-        tips = tips_in_mean_pose(frames, tips, to_mean, APEX_RADIUS_MM / millimetres_per_unit(job.settings))
+        tips = [tip_in_pose(tip, to_mean, apex_radius) for tip in tips]
     tips = np.array(tips).reshape(-1, 3)
     if registration is None:
         track = smooth_track(tips, job.nose_smoothing)
@@ -85,10 +90,12 @@ def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARS
 
 
 def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
-                registration: SequenceRegistration | None = None) -> tuple[deque, list[np.ndarray]]:
+                registration: SequenceRegistration | None = None, patch_radius: float = 0.0) -> tuple[deque, list]:
     """First pass: (row, parsed mesh or None, rigid transform or None) of each frame whose nose tip
     (and transform) was found, and the tips. A kept mesh is registered already, and its tip is
-    found again on it: the estimate depends on the head's pose.
+    found again on it: the estimate depends on the head's pose. Registered, a frame whose scan
+    has no nose-tip landmark gives the vertices within ``patch_radius`` of that tip instead (its
+    nose, for ``tip_in_pose``).
 
     A mesh is kept for the second pass while the kept meshes fit in ``keep_parsed_mb``; None
     stands for a frame the second pass reads again.
@@ -104,6 +111,9 @@ def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
             if registration is not None:
                 transform = registration.fit(mesh, tip, row.landmark_path)
                 tip = nose_tip(registered(mesh, transform))
+                if not any(key in mesh.landmarks for key in NOSE_TIP_KEYS):
+                    offset = mesh.vertices - tip
+                    tip = mesh.vertices[np.einsum("ij,ij->i", offset, offset) <= patch_radius**2].astype(np.float64)
         except Exception as error:  # any per-file failure: reject it, keep the sequence going
             job.reject(error, row.mesh_path)
             continue
@@ -115,35 +125,27 @@ def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
     return frames, tips
 
 
-def tips_in_mean_pose(frames: deque, tips: list[np.ndarray], to_mean: Rigid, apex_radius: float) -> list[np.ndarray]:
-    """The nose tips of the registered frames, found again in the mean pose on the kept meshes,
-    which are moved there now (in place); a frame read again keeps its tip, moved there.
+def tip_in_pose(tip: np.ndarray, pose: Rigid, apex_radius: float) -> np.ndarray:
+    """A registered frame's nose tip once the frame is moved by ``pose``: a landmark's moved with
+    it; from a nose patch (``read_frames``), the top of the nose's quadric (``register.nose_apex``)
+    at the most forward point of the moved patch.
 
     The shared centre must be the same point of the face whatever pose the head had: the most
-    forward vertex is not (it changes with the pose it is taken in, and the first frame's pose
-    is as random as any frame's head motion), and at the real frame size a fraction of a
-    millimetre of centre decorrelates a dynamic image (benchmarks/bench_registration.py,
-    "constant offset"). So the tip is taken in the mean pose and, unless the scan has a nose-tip
-    landmark, refined to the top of the nose's quadric (``register.nose_apex``, radius in the
-    mesh's units).
+    forward vertex is not (it jumps from vertex to vertex as the pose it is taken in changes, and
+    the first frame's pose is as random as any frame's head motion), and at the real frame size a
+    fraction of a millimetre of centre decorrelates a dynamic image
+    (benchmarks/bench_registration.py, "constant offset").
     """
-    moved = []
-    for (_, mesh, _), tip in zip(frames, tips):
-        if mesh is None:
-            moved.append(to_mean.apply(tip))
-            continue
-        tip = nose_tip(registered(mesh, to_mean))
-        if not any(key in mesh.landmarks for key in NOSE_TIP_KEYS):
-            tip = nose_apex(mesh.vertices, tip, apex_radius)
-        moved.append(tip)
-    return moved
+    if tip.ndim == 1:
+        return pose.apply(tip)
+    patch = pose.apply(tip)
+    return nose_apex(patch, patch[np.argmax(patch[:, 2])], apex_radius)
 
 
 def render_frames(job, frames: deque, track: np.ndarray,
                   to_mean: Rigid | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Second pass: (frame, views, inside-sphere pixels) per frame, each centred on its track point.
-    Registered, the kept meshes are in the mean pose already (``tips_in_mean_pose``); a frame read
-    again is moved by its transform and then from the first frame's pose to the mean (``to_mean``).
+    """Second pass: (frame, views, inside-sphere pixels) per frame, each centred on its track point
+    and, registered, moved from the first frame's pose to the mean pose (``to_mean``).
 
     Frames leave the queue as they are rendered, so memory falls as the pass goes on.
     """
@@ -156,8 +158,8 @@ def render_frames(job, frames: deque, track: np.ndarray,
                 continue
             if transform is not None:
                 mesh = registered(mesh, transform)
-            if to_mean is not None:
-                mesh = registered(mesh, to_mean)
+        if to_mean is not None:
+            mesh = registered(mesh, to_mean)
         mesh.landmarks["nose_tip"] = tip.astype(np.float32)
         result = job.render(mesh, row.mesh_path, wide=True)
         mesh = None  # released before the next frame is read

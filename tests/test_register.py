@@ -251,3 +251,16 @@ def test_registration_takes_head_motion_out_of_the_dynamic_image(tmp_path, face)
     # a frame read again (not kept between the passes) is moved exactly as a kept one
     again = dynamic_image(tmp_path, moving, "icp", "again", keep_parsed_mb=0)
     np.testing.assert_array_equal(again, registered)
+
+
+def test_frames_read_again_share_the_centre_of_kept_frames_without_a_nose_landmark(tmp_path, face):
+    """The centre of frames without a nose-tip landmark comes from their nose patches in the mean
+    pose, whether the frame is kept between the passes or read again."""
+    rng = np.random.default_rng(8)
+    motions = [head_motion(*rng.uniform(-4, 4, 2), rng.uniform(-3, 3, 3)) for _ in range(FRAMES)]
+    frames = surprise_frames(face, motions)
+    for frame in frames:
+        frame.landmarks.clear()
+    kept = dynamic_image(tmp_path, frames, "icp", "kept")
+    again = dynamic_image(tmp_path, frames, "icp", "again", keep_parsed_mb=0)
+    np.testing.assert_array_equal(again, kept)
