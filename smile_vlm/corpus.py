@@ -31,8 +31,10 @@ import numpy as np
 from smile_vlm import atomic
 from smile_vlm.dynamic import apply_support, approximate_rank_pooling, common_support, to_uint8
 from smile_vlm.mesh import Mesh
+from smile_vlm.errors import ScanError
 from smile_vlm.normalize import canonicalize, nose_tip, smooth_track
 from smile_vlm.progress import ProgressLog
+from smile_vlm.sequence import register_in_memory
 from smile_vlm.settings import complete, section_enum
 from smile_vlm.synth import face as face_model
 from smile_vlm.synth.captions import VISIBLE_WEIGHT, caption
@@ -53,7 +55,8 @@ DEFAULT_HEAD_MOTION = SYNTHETIC_DEFAULTS["head_motion"]
 CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_identity", "dynamic_fraction",
                "frames", "prototype_fraction", "neutral_fraction", "max_units", "intensity", "au_jitter",
                "pose_sigma_deg", "noise_mm", "resolution", "render_size", "au_tables", "variation",
-               "one_sided_fraction", "low_intensity_fraction", "low_intensity", "head_motion", "captions")
+               "one_sided_fraction", "low_intensity_fraction", "low_intensity", "head_motion", "registration",
+               "captions")
 
 
 def check_corpus_options(pretrain: dict) -> dict:
@@ -205,8 +208,10 @@ def render_static(renderer, model, weights: dict, rng, pretrain: dict, render: d
 def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pretrain: dict,
                    render: dict) -> np.ndarray:
     """One dynamic image per view of a sequence: the steps of ``render.render_shard`` for 4D data
-    (smoothed nose-tip track, wide crop, one support per view, approximate rank pooling). The head
-    drifts from a random start pose to a random end pose, moved as ``head_motion`` says."""
+    (smoothed nose-tip track, or with ``registration`` the frames registered into one pose and
+    centre as the render job registers them; wide crop, one support per view, approximate rank
+    pooling). The head drifts from a random start pose to a random end pose, moved as
+    ``head_motion`` says."""
     from smile_vlm.render import canonicalize_wide
 
     sigma = float(pretrain["pose_sigma_deg"])
@@ -214,7 +219,13 @@ def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pr
     poses, shifts = sequence_poses(len(strength), rng, head_motion(pretrain), pose_start, pose_end)
     meshes = [_mesh(model, {au: w * s for au, w in weights.items()}, rng, pose, float(pretrain["noise_mm"]), shift)
               for s, pose, shift in zip(strength, poses, shifts)]
-    track = smooth_track(np.stack([nose_tip(mesh) for mesh in meshes]), int(render["nose_smoothing"]))
+    if pretrain["registration"] == "none":
+        track = smooth_track(np.stack([nose_tip(mesh) for mesh in meshes]), int(render["nose_smoothing"]))
+    else:
+        meshes, centre = register_in_memory(meshes, pretrain["registration"], render)
+        if not meshes:
+            raise ScanError("<pretraining corpus sequence>", "no frame admits a rigid registration")
+        track = np.repeat(centre[None], len(meshes), axis=0)
     views, inside = [], []
     for mesh, tip in zip(meshes, track):
         mesh.landmarks["nose_tip"] = tip.astype(np.float32)

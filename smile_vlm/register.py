@@ -48,17 +48,17 @@ LANDMARK_OUTLIER_FACTOR = 3.0  # residual over the median that marks a slipped l
 # The ICP region, relative to the nose tip (mm), inside the crop: the parts of the face that
 # expressions move least. The nose dorsum (no lower than UPPER_FACE_FROM_MM, no wider than
 # NOSE_HALF_WIDTH_MM each side, up through the glabella), the forehead from FOREHEAD_ABOVE_MM above
-# the tip (above the brows, even raised) and the temples from TEMPLES_BEYOND_MM to each side. The
-# mouth, jaw, cheeks, lids and brows are left out: with the lids and cheeks in the region, the
-# apex of a smile pulled the fit by a millimetre, one way or the other depending on where the fit
-# started, and with the brows in it a full brow raise did the same (benchmarks/
-# bench_registration.py, tests/test_register.py). The reference's region reaches further, so
-# that a frame's points near the region's edge still find their partners after up to
-# ICP_EDGE_MARGIN_MM of motion.
+# the tip (above the brows, even raised) and the sides of the face from TEMPLES_BEYOND_MM out
+# (temples, outside the eyes and cheeks). The mouth, jaw, cheeks, lids and brows are left out:
+# with the lids and cheeks in the region, the apex of a smile pulled the fit by a millimetre, one
+# way or the other depending on where the fit started, and with the brows in it a full brow raise
+# did the same (benchmarks/bench_registration.py, tests/test_register.py). The reference's region
+# reaches further, so that a frame's points near the region's edge still find their partners
+# after up to ICP_EDGE_MARGIN_MM of motion.
 UPPER_FACE_FROM_MM = -10.0
 NOSE_HALF_WIDTH_MM = 12.0
 FOREHEAD_ABOVE_MM = 65.0
-TEMPLES_BEYOND_MM = 60.0
+TEMPLES_BEYOND_MM = 50.0
 ICP_EDGE_MARGIN_MM = 10.0
 ICP_SOURCE_POINTS = 2000  # a frame's region is subsampled to at most this many points
 ICP_MIN_POINTS = 100

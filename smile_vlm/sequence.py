@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from smile_vlm.dynamic import apply_support, common_support
+from smile_vlm.errors import ScanError
 from smile_vlm.mesh import Mesh
 from smile_vlm.normalize import NOSE_TIP_KEYS, canonicalize, millimetres_per_unit, nose_tip, smooth_track
 from smile_vlm.register import APEX_RADIUS_MM, Rigid, SequenceRegistration, mean_pose, nose_apex, registered
@@ -31,8 +32,8 @@ SEQUENCE_CROP_MARGIN = 1.25
 # (the same file gives the same mesh) instead of holding a whole 100-frame sequence (~380 MB).
 KEEP_PARSED_MB = 256
 # A registered frame keeps the vertices this many apex radii (register.APEX_RADIUS_MM) around its
-# nose tip, to find the tip again in the mean pose: the most forward vertex of a pose up to
-# MAX_ROTATION_DEG away lies among them.
+# nose tip, to find the tip again in the mean pose: the most forward vertex of a pose some
+# degrees away lies among them.
 NOSE_PATCH_RADII = 3.0
 
 
@@ -69,19 +70,15 @@ def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARS
     if job.registration != "none":
         registration = SequenceRegistration(job.registration, millimetres_per_unit(job.settings),
                                             float(job.settings["radius_mm"]))
-    apex_radius = APEX_RADIUS_MM / millimetres_per_unit(job.settings)
-    frames, tips = read_frames(job, chosen, keep_parsed_mb, registration, NOSE_PATCH_RADII * apex_radius)
+    frames, tips = read_frames(job, chosen, keep_parsed_mb, registration)
     to_mean = None
-    if registration is not None and frames:
-        # the first frame's own head pose is as random as any frame's: the frames are put in
-        # their mean pose instead, so that the sequence's pose does not hang on one frame
-        to_mean = mean_pose([transform for _, _, transform in frames]).inverse()
-        tips = [tip_in_pose(tip, to_mean, apex_radius) for tip in tips]
-    tips = np.array(tips).reshape(-1, 3)
     if registration is None:
-        track = smooth_track(tips, job.nose_smoothing)
+        track = smooth_track(np.array(tips).reshape(-1, 3), job.nose_smoothing)
+    elif frames:
+        to_mean, centre = shared_pose_and_centre([transform for _, _, transform in frames], tips, job.settings)
+        track = np.repeat(centre[None], len(tips), axis=0)
     else:
-        track = np.repeat(np.median(tips, axis=0, keepdims=True), len(tips), axis=0)
+        track = np.zeros((0, 3))
     rendered = render_frames(job, frames, track, to_mean)
     if not rendered:
         return []
@@ -90,12 +87,11 @@ def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARS
 
 
 def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
-                registration: SequenceRegistration | None = None, patch_radius: float = 0.0) -> tuple[deque, list]:
+                registration: SequenceRegistration | None = None) -> tuple[deque, list]:
     """First pass: (row, parsed mesh or None, rigid transform or None) of each frame whose nose tip
     (and transform) was found, and the tips. A kept mesh is registered already, and its tip is
-    found again on it: the estimate depends on the head's pose. Registered, a frame whose scan
-    has no nose-tip landmark gives the vertices within ``patch_radius`` of that tip instead (its
-    nose, for ``tip_in_pose``).
+    found again on it: the estimate depends on the head's pose. Registered, a frame gives its
+    ``nose_patch`` instead.
 
     A mesh is kept for the second pass while the kept meshes fit in ``keep_parsed_mb``; None
     stands for a frame the second pass reads again.
@@ -110,10 +106,7 @@ def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
             tip, transform = nose_tip(mesh), None
             if registration is not None:
                 transform = registration.fit(mesh, tip, row.landmark_path)
-                tip = nose_tip(registered(mesh, transform))
-                if not any(key in mesh.landmarks for key in NOSE_TIP_KEYS):
-                    offset = mesh.vertices - tip
-                    tip = mesh.vertices[np.einsum("ij,ij->i", offset, offset) <= patch_radius**2].astype(np.float64)
+                tip = nose_patch(registered(mesh, transform), job.settings)
         except Exception as error:  # any per-file failure: reject it, keep the sequence going
             job.reject(error, row.mesh_path)
             continue
@@ -123,6 +116,49 @@ def read_frames(job, chosen: pd.DataFrame, keep_parsed_mb: float,
         kept += size if keep else 0
         frames.append((row, mesh if keep else None, transform))
     return frames, tips
+
+
+def nose_patch(mesh: Mesh, settings: dict) -> np.ndarray:
+    """A registered frame's nose-tip landmark (3,), or, where its scan has none, its vertices
+    within NOSE_PATCH_RADII apex radii of its most forward vertex (k, 3), for ``tip_in_pose``."""
+    tip = nose_tip(mesh)
+    if any(key in mesh.landmarks for key in NOSE_TIP_KEYS):
+        return tip
+    radius = NOSE_PATCH_RADII * APEX_RADIUS_MM / millimetres_per_unit(settings)
+    offset = mesh.vertices - tip
+    return mesh.vertices[np.einsum("ij,ij->i", offset, offset) <= radius**2].astype(np.float64)
+
+
+def shared_pose_and_centre(transforms: list[Rigid], patches: list[np.ndarray], settings: dict) -> tuple[Rigid, np.ndarray]:
+    """The move of registered frames from the first frame's pose into their mean pose, and their
+    shared centre there: the median of their nose tips (``tip_in_pose``) in the mesh's units.
+
+    The first frame's own head pose is as random as any frame's: the frames are put in their mean
+    pose instead, so that the sequence's pose does not hang on one frame.
+    """
+    to_mean = mean_pose(transforms).inverse()
+    apex_radius = APEX_RADIUS_MM / millimetres_per_unit(settings)
+    return to_mean, np.median([tip_in_pose(patch, to_mean, apex_radius) for patch in patches], axis=0)
+
+
+def register_in_memory(meshes: list[Mesh], method: str, settings: dict) -> tuple[list[Mesh], np.ndarray]:
+    """Frames held in memory (the pretraining corpus's sequences) registered as the render job
+    registers a sequence's: moved in place onto the first and into their mean pose; with their
+    shared centre. A frame that admits no rigid fit is left out, as the render job rejects it."""
+    registration = SequenceRegistration(method, millimetres_per_unit(settings), float(settings["radius_mm"]))
+    kept, transforms, patches = [], [], []
+    for mesh in meshes:
+        try:
+            transform = registration.fit(mesh, nose_tip(mesh))
+        except ScanError:
+            continue
+        kept.append(registered(mesh, transform))
+        transforms.append(transform)
+        patches.append(nose_patch(mesh, settings))
+    if not kept:
+        return [], np.zeros(3)
+    to_mean, centre = shared_pose_and_centre(transforms, patches, settings)
+    return [registered(mesh, to_mean) for mesh in kept], centre
 
 
 def tip_in_pose(tip: np.ndarray, pose: Rigid, apex_radius: float) -> np.ndarray:
