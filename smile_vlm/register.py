@@ -20,10 +20,11 @@ Two ways, chosen by ``render.registration``:
   subsample: the same frames give the same transform.
 
 ``auto`` is icp, and the landmarks' fit for a frame the mesh admits no rigid fit for, where it and
-the reference have landmark files. The mesh comes first because on the synthetic BU-4DFE it left
-less head motion in the dynamic images than the landmarks did (benchmarks/bench_registration.py),
-and because it gives ``smile-vlm predict``, which sees no landmark files, the same frames as the
-render job. The frames are then put in their mean pose by smile_vlm.sequence.
+the reference have landmark files. The mesh comes first because it needs no landmark files: it
+gives ``smile-vlm predict``, which sees none, the same frames as the render job (on the synthetic
+BU-4DFE, whose landmarks are the mesh's own vertices, both leave almost no head motion in the
+dynamic images: benchmarks/bench_registration.py). The frames are then put in their mean pose and
+one centre by smile_vlm.sequence.
 """
 
 from __future__ import annotations
