@@ -62,7 +62,7 @@ FOREHEAD_ABOVE_MM = 65.0
 TEMPLES_BEYOND_MM = 50.0
 ICP_EDGE_MARGIN_MM = 10.0
 ICP_SOURCE_POINTS = 2000  # a frame's region is subsampled to at most this many points
-ICP_MIN_POINTS = 100
+ICP_MIN_POINTS = 40  # six unknowns; MIN_CONDITION refuses points that do not pin them down
 # What is left in the region that still moves (forehead skin, a wrinkled nose, scanner holes) is
 # weighed down by Tukey's biweight of the point-to-plane residuals, its scale the residuals' MAD
 # (as a standard deviation) and at least TUKEY_MIN_SCALE_MM, cut at TUKEY_C scales (95 %
