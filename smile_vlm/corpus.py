@@ -54,6 +54,8 @@ CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_ide
                "frames", "prototype_fraction", "neutral_fraction", "max_units", "intensity", "au_jitter",
                "pose_sigma_deg", "noise_mm", "resolution", "render_size", "au_tables", "variation",
                "one_sided_fraction", "low_intensity_fraction", "low_intensity", "head_motion", "captions")
+# What a cached corpus.npz must hold besides its digest (units: each sample's apex AU weights).
+CORPUS_FIELDS = ("images", "captions", "subjects", "sources", "dynamic", "units")
 
 
 def check_corpus_options(pretrain: dict) -> dict:
@@ -280,9 +282,12 @@ def load_or_build_corpus(settings: dict, path: Path) -> dict:
     digest = corpus_digest(settings)
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
-            if str(data["digest"]) == digest:
+            missing = sorted(set(CORPUS_FIELDS) - set(data.files))
+            if str(data["digest"]) == digest and not missing:
                 log.info("reusing the pretraining corpus %s", path)
-                return {key: data[key] if key == "images" else data[key].tolist() for key in data.files if key != "digest"}
+                return {key: data[key] if key == "images" else data[key].tolist() for key in CORPUS_FIELDS}
+            if missing:  # written before the corpus kept these: rebuilt, never trained on without them
+                log.info("pretraining corpus %s lacks %s: rebuilding it", path, ", ".join(missing))
     corpus = build_corpus(settings)
     with atomic.atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, digest=np.array(digest), images=corpus["images"],
