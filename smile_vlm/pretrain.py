@@ -147,7 +147,8 @@ def train_epoch(model, optimizer, augmenter, images: torch.Tensor, text_emb: tor
         batch = images[index]
         views_a, views_b = augmenter.two_views(batch, generator)  # Eq. 1's two distortions
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            losses = model.training_losses(views_a, views_b, augmenter.clean(batch), text_emb[index], None, None)
+            losses = model.training_losses(views_a, views_b, augmenter.clean(batch), text_emb[index], None, None,
+                                           embeddings=units is not None)
         if units:
             weight, head, target, known = units
             losses["au_align"] = head(losses["z_views"], losses["z_fused"], target[index], known[index])
