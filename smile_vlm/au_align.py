@@ -8,11 +8,11 @@ prompts (``losses.au_align_loss``, weighted by ``pretrain.au_align``). The phras
   the corpus holds (``"L12"``): the caption of that AU alone (``synth.captions.caption``) at the
   weights of PHRASE_WEIGHTS, ensembled as prompts are (mean of the normalised embeddings,
   renormalised), the very prompts ``benchmarks/bench_au_detection.py`` asks;
-* the neutral caption;
+* the neutral caption.
 
-each in both caption kinds, of a static face ("a 3D face showing ...") and of a sequence ("a 3D
-face sequence moving into ..."): a static sample meets the static phrases only, a dynamic image
-the sequence phrases only, as its own caption is worded.
+Every sample, dynamic images too, meets the phrases worded for a static face: they are what a
+user asks, and giving dynamic images the phrases of a sequence measured no better
+(BENCHMARKS.md, "Action units: an action-unit term in the pretraining").
 
 A sample shows a phrase's AU when its apex weight (the generator's, kept in the corpus) reaches
 the caption's visible level. A bilateral AU's phrase is left out of the loss for a sample showing
@@ -50,24 +50,11 @@ def phrase_keys(samples: list[dict]) -> list:
     return [*ACTION_UNITS, *sorted(one_sided, key=unit_order), NEUTRAL]
 
 
-def phrase_texts(key, dynamic: bool = False) -> list[str]:
-    """The captions whose ensemble is the phrase of ``key`` (an AU key or NEUTRAL) for a static
-    face or, ``dynamic``, a sequence."""
+def phrase_texts(key) -> list[str]:
+    """The captions whose ensemble is the phrase of ``key`` (an AU key or NEUTRAL)."""
     if key == NEUTRAL:
-        return [caption({}, dynamic=dynamic)]
-    return [caption({key: w}, dynamic=dynamic) for w in PHRASE_WEIGHTS]
-
-
-def all_phrase_texts(keys: list) -> list[list[str]]:
-    """The 2K phrases' captions: every key's static phrase, then every key's sequence phrase."""
-    return [phrase_texts(key, dynamic) for dynamic in (False, True) for key in keys]
-
-
-def kind_targets(samples: list[dict], keys: list, dynamic) -> tuple[torch.Tensor, torch.Tensor]:
-    """``targets`` over the 2K phrases of ``all_phrase_texts``: a sample's own kind's known, the other's not."""
-    target, known = targets(samples, keys)
-    moving = torch.tensor([bool(d) for d in dynamic]).unsqueeze(1)
-    return torch.cat([target, target], dim=1), torch.cat([known & ~moving, known & moving], dim=1)
+        return [caption({})]
+    return [caption({key: w}) for w in PHRASE_WEIGHTS]
 
 
 def targets(samples: list[dict], keys: list) -> tuple[torch.Tensor, torch.Tensor]:

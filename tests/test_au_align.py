@@ -66,18 +66,6 @@ def test_targets_name_each_shown_unit_and_leave_out_the_other_sides_form():
     assert target[3, kn] == 1 and target[3].sum() == 1 and target[:3, kn].sum() == 0
     assert known.sum() == 4 * len(keys) - 2
     assert au_align.phrase_texts(43)[-1] == caption({43: 1.0})
-    assert au_align.phrase_texts(43, dynamic=True)[-1] == caption({43: 1.0}, dynamic=True)
-
-
-def test_each_sample_meets_the_phrases_of_its_own_caption_kind():
-    samples = [au_align.sample_units(json.dumps(units)) for units in ({"12": 0.8}, {"12": 0.8})]
-    keys = au_align.phrase_keys(samples)
-    texts = au_align.all_phrase_texts(keys)
-    assert len(texts) == 2 * len(keys) and texts[len(keys)][0].startswith("a 3D face sequence")
-    target, known = au_align.kind_targets(samples, keys, [False, True])
-    k = len(keys)
-    assert known[0, :k].all() and not known[0, k:].any() and known[1, k:].all() and not known[1, :k].any()
-    assert target[0, keys.index(12)] == 1 and target[1, k + keys.index(12)] == 1
 
 
 def test_old_corpus_without_units_is_rebuilt(tmp_path):
