@@ -16,7 +16,8 @@ neutral face). Per AU and model:
 * F1 of the AU being the scan's top class among all AU prompts and the absence prompt (each scan
   shows one AU or none, so the argmax is its detection).
 
-Models: the pretraining's vision.pt (``--pretrained``; asked directly) and, with ``--workdir`` (a
+Models: the pretraining's vision.pt (``--pretrained``, one or more, each asked directly, on the
+same scans) and, with ``--workdir`` (a
 BU-3DFE cell of bench_learning_curve.py --keep), every fold model of ``--variants``, each at every
 WiSE-FT mixing weight of ``--alphas`` (smile_vlm.wise; 1 = the fine-tuned model as trained; a
 variant trained from scratch only at 1). Prints markdown: one row per model and alpha (mean
@@ -46,7 +47,6 @@ EXPERIMENT = "bu3dfe_subset1"
 HELD_OUT_SUBJECT = 100_000  # synthetic datasets number their subjects 0..N-1 under the same seed key
 NEUTRAL_SCANS = 3
 WEIGHTS = (0.5, 1.0)  # FACS C (marked) to E (maximum)
-PROMPT_WEIGHTS = (0.6, 0.8, 1.0)
 ABSENT = "no_action_unit"
 
 
@@ -55,12 +55,12 @@ def unit_class(au) -> str:
 
 
 def write_prompts(units, out: Path) -> list[str]:
-    """A prompt file: one class per AU (its captions alone) and the absence class; its classes."""
-    from smile_vlm.synth.captions import caption
+    """A prompt file: one class per AU (its captions alone: the pretraining's action-unit phrases,
+    smile_vlm.au_align) and the absence class; its classes."""
+    from smile_vlm.au_align import NEUTRAL, phrase_texts
 
-    classes = {unit_class(au): {"descriptions": [caption({au: w}) for w in PROMPT_WEIGHTS], "synonyms": []}
-               for au in units}
-    classes[ABSENT] = {"descriptions": [caption({})], "synonyms": []}
+    classes = {unit_class(au): {"descriptions": phrase_texts(au), "synonyms": []} for au in units}
+    classes[ABSENT] = {"descriptions": phrase_texts(NEUTRAL), "synonyms": []}
     out.write_text(yaml.safe_dump({"classes": classes}, sort_keys=False), encoding="utf-8")
     return list(classes)
 
@@ -143,7 +143,8 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pretrained", required=True, help="the pretraining's vision.pt")
+    parser.add_argument("--pretrained", required=True, nargs="+",
+                        help="a pretraining's vision.pt (several: each asked on the same scans)")
     parser.add_argument("--face-source", choices=("ict", "procedural"), default="ict",
                         help="face model of the held-out scans (the one the pretraining did not use, to test transfer)")
     parser.add_argument("--ict-dir", default=os.environ.get("SMILE_VLM_ICT_DIR"), help="ICT-FaceKit FaceXModel/ folder")
@@ -157,11 +158,12 @@ def main() -> None:
 
     if args.face_source == "ict" and not (args.ict_dir and (Path(args.ict_dir) / "generic_neutral_mesh.obj").is_file()):
         parser.error("--face-source ict needs --ict-dir (or SMILE_VLM_ICT_DIR): an ICT-FaceKit FaceXModel/ folder")
-    if not Path(args.pretrained).is_file():
-        parser.error(f"--pretrained {args.pretrained}: no such file")
+    absent = [path for path in args.pretrained if not Path(path).is_file()]
+    if absent:
+        parser.error(f"--pretrained {absent[0]}: no such file")
     if any(not 0.0 <= a <= 1.0 for a in args.alphas):
         parser.error("--alphas: mixing weights from 0 to 1")
-    pretrained = Path(args.pretrained).resolve()
+    pretrained = [Path(path).resolve() for path in args.pretrained]
     workdir = Path(args.workdir).resolve() if args.workdir else None
     units = list(ACTION_UNITS)
     rows, per_unit = [], {}
@@ -173,7 +175,7 @@ def main() -> None:
         written = time.perf_counter() - started
         score = Scorer([path for path, _ in scans], tmp / "renders")
         shown = [au for _, au in scans]
-        models = [("pretrained encoder (vision.pt)", "-", [pretrained])]
+        models = [(f"pretrained encoder ({path.parent.name}/{path.name})", "-", [path]) for path in pretrained]
         if workdir is not None:
             os.chdir(workdir)  # fold models name their training store relative to the workflow folder
             models += [(variant, alpha, fold_models(workdir, variant)) for variant in args.variants
@@ -193,7 +195,7 @@ def main() -> None:
 
     print(f"{args.identities} held-out {args.face_source} identities x ({len(units)} single-AU + {NEUTRAL_SCANS} neutral) "
           f"= {len(scans)} scans (written in {written:.0f} s; everything {seconds:.0f} s); {len(units) + 1} prompt classes; "
-          f"pretraining {pretrained}\n")
+          f"pretraining {' '.join(map(str, pretrained))}\n")
     print("| model | WiSE-FT alpha | models (folds) | mean AUC over AUs (± over folds) | mean F1 over AUs | AUs with AUC ≥ 0.85 |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -56,7 +56,9 @@ CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_ide
                "frames", "prototype_fraction", "neutral_fraction", "max_units", "intensity", "au_jitter",
                "pose_sigma_deg", "noise_mm", "resolution", "render_size", "au_tables", "variation",
                "one_sided_fraction", "low_intensity_fraction", "low_intensity", "head_motion", "registration",
-               "captions")
+               "captions", "openings")
+# What a cached corpus.npz must hold besides its digest (units: each sample's apex AU weights).
+CORPUS_FIELDS = ("images", "captions", "subjects", "sources", "dynamic", "units")
 
 
 def check_corpus_options(pretrain: dict) -> dict:
@@ -195,14 +197,18 @@ def draw_sample(rng: np.random.Generator, pretrain: dict, style: Realiser) -> di
             "caption": sample_caption(apex, dynamic, emotion, pretrain)}
 
 
-def _mesh(model, au_weights: dict, rng: np.random.Generator, pose, noise_mm: float, shift=None) -> Mesh:
+def _mesh(model, au_weights: dict, rng: np.random.Generator, pose, noise_mm: float, shift=None,
+          openings: bool = False) -> Mesh:
     frame = model.deform(au_weights, rng, tuple(float(p) for p in pose), noise_mm, shift)
-    return Mesh(np.asarray(frame.vertices, dtype=np.float32), np.asarray(model.triangles))
+    # ICT-FaceKit's face mesh has its eye and mouth holes already; the procedural face cuts them
+    triangles = model.open_triangles(au_weights) if openings and hasattr(model, "open_triangles") else model.triangles
+    return Mesh(np.asarray(frame.vertices, dtype=np.float32), np.asarray(triangles))
 
 
 def render_static(renderer, model, weights: dict, rng, pretrain: dict, render: dict) -> np.ndarray:
     pose = face_model.random_pose(rng, float(pretrain["pose_sigma_deg"]))
-    return renderer.render(canonicalize(_mesh(model, weights, rng, pose, float(pretrain["noise_mm"])), render))
+    mesh = _mesh(model, weights, rng, pose, float(pretrain["noise_mm"]), openings=bool(pretrain["openings"]))
+    return renderer.render(canonicalize(mesh, render))
 
 
 def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pretrain: dict,
@@ -217,8 +223,8 @@ def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pr
     sigma = float(pretrain["pose_sigma_deg"])
     pose_start, pose_end = (np.asarray(face_model.random_pose(rng, sigma)) for _ in range(2))
     poses, shifts = sequence_poses(len(strength), rng, head_motion(pretrain), pose_start, pose_end)
-    meshes = [_mesh(model, {au: w * s for au, w in weights.items()}, rng, pose, float(pretrain["noise_mm"]), shift)
-              for s, pose, shift in zip(strength, poses, shifts)]
+    meshes = [_mesh(model, {au: w * s for au, w in weights.items()}, rng, pose, float(pretrain["noise_mm"]), shift,
+                    bool(pretrain["openings"])) for s, pose, shift in zip(strength, poses, shifts)]
     if pretrain["registration"] == "none":
         track = smooth_track(np.stack([nose_tip(mesh) for mesh in meshes]), int(render["nose_smoothing"]))
     else:
@@ -291,9 +297,12 @@ def load_or_build_corpus(settings: dict, path: Path) -> dict:
     digest = corpus_digest(settings)
     if path.is_file():
         with np.load(path, allow_pickle=False) as data:
-            if str(data["digest"]) == digest:
+            missing = sorted(set(CORPUS_FIELDS) - set(data.files))
+            if str(data["digest"]) == digest and not missing:
                 log.info("reusing the pretraining corpus %s", path)
-                return {key: data[key] if key == "images" else data[key].tolist() for key in data.files if key != "digest"}
+                return {key: data[key] if key == "images" else data[key].tolist() for key in CORPUS_FIELDS}
+            if missing:  # written before the corpus kept these: rebuilt, never trained on without them
+                log.info("pretraining corpus %s lacks %s: rebuilding it", path, ", ".join(missing))
     corpus = build_corpus(settings)
     with atomic.atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, digest=np.array(digest), images=corpus["images"],

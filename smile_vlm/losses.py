@@ -6,6 +6,8 @@ Notation follows the paper: B batch size, V (the paper's N) number of views, D e
 * ``vl_align_loss``   vision-language InfoNCE over every view and the fused embedding, Eq. 6
 * ``red_min_loss``    cross-modal redundancy minimisation, Eq. 8-9
 * ``smile_vlm_loss``  the weighted sum, Eq. 10
+* ``au_align_loss``   our addition for the pretraining (not in the paper): sigmoid alignment of
+                      every view and the fused embedding with single-action-unit phrases (SigLIP)
 
 Every correlation matrix is computed on batch-standardised embeddings, as the Barlow Twins
 reference does (``BatchNorm1d(affine=False)`` in training mode: batch mean, biased batch variance,
@@ -205,6 +207,45 @@ def smile_vlm_loss(
     }
     terms["total"] = alpha * terms["mv_bt"] + beta * terms["vl_align"] + gamma * terms["red_min"]
     return terms
+
+
+@full_precision
+def au_align_loss(
+    z_views: Tensor,
+    z_fused: Tensor,
+    z_units: Tensor,
+    targets: Tensor,
+    known: Tensor,
+    scale: Tensor,
+    bias: Tensor,
+    view_mask: Tensor | None = None,
+) -> Tensor:
+    """Action-unit alignment L_au-align, our addition to the pretraining (not in SMILE-VLM).
+
+    The sigmoid loss of SigLIP (Zhai et al., "Sigmoid Loss for Language Image Pre-Training",
+    ICCV 2023, Eq. 1 there), applied to fixed phrases instead of the batch's captions: every
+    embedding e (each view z'_{i,b} of ``z_views`` (B, V, D) and the fused z^mv_b of ``z_fused``
+    (B, D)) against every phrase embedding u_k (``z_units`` (K, D), one single-AU phrase per row)::
+
+        L = -1/|P| sum_{(e, k) in P} log sigmoid(y_bk (t cos(e, u_k) + c))
+
+    with y_bk = +1 where ``targets`` (B, K) is 1 (sample b shows phrase k) and -1 where it is 0,
+    t = ``scale`` and c = ``bias`` (scalar tensors, learnable in SigLIP), and P the pairs whose
+    ``known`` (B, K) is True and whose view is present (``view_mask`` (B, V), as in Eq. 6).
+    SigLIP sums over a sample's pairs and divides by the batch; dividing by |P| instead keeps the
+    term's size independent of K (the number of phrases).
+    """
+    embeddings = torch.cat([z_views, z_fused.unsqueeze(1)], dim=1).float()  # (B, V + 1, D)
+    cosines = F.normalize(embeddings, dim=-1) @ F.normalize(z_units.float(), dim=-1).T  # (B, V + 1, K)
+    signs = (2 * targets.float() - 1).unsqueeze(1)
+    terms = -F.logsigmoid(signs * (scale.float() * cosines + bias.float()))
+    present = torch.ones(embeddings.shape[:2], dtype=torch.bool, device=embeddings.device)
+    if view_mask is not None:
+        present[:, :-1] = view_mask.to(device=embeddings.device, dtype=torch.bool)
+    pairs = present.unsqueeze(2) & known.to(device=embeddings.device, dtype=torch.bool).unsqueeze(1)
+    if not pairs.any():
+        return terms.new_zeros(())
+    return terms[pairs].sum() / pairs.sum()
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@
 * L_mv-bt (Eq. 1-4): Barlow Twins between two augmentations of every view;
 
 weighted as in Eq. 10 with gamma = 0 (``losses.smile_vlm_loss``; red-min is left out: captions
-are not class prompts). The vision encoder's weights go to ``vision.pt``, which
+are not class prompts), plus, our addition beyond the paper, ``au_align`` times L_au-align: a
+SigLIP sigmoid loss of every view and the fused embedding against one phrase per action unit
+(``smile_vlm.au_align``, ``losses.au_align_loss``), positive where the sample's apex shows it. The vision encoder's weights go to ``vision.pt``, which
 ``encoders.vision.init`` loads into every fold model.
 """
 
@@ -73,19 +75,25 @@ def build_pretrain_model(settings: dict, n_views: int, text_dim: int):
     return build_model(variant, n_views, text_dim)
 
 
-def monitor_alignment(model, clean: torch.Tensor, text_emb: torch.Tensor, tau: float) -> float:
-    """L_vl-align (Eq. 6) of a fixed batch with batch statistics and no update of anything: it
-    changes only when the weights do (so a run that learns nothing keeps it exactly)."""
-    from smile_vlm.losses import vl_align_loss
+def fixed_batch(model, clean: torch.Tensor) -> dict:
+    """The model's embeddings of a fixed batch with batch statistics and no update of anything:
+    they change only when the weights do (so a run that learns nothing keeps its monitors exactly)."""
     from smile_vlm.models.common import running_stats_frozen
 
     was_training = model.training
     model.train()
     with torch.no_grad(), running_stats_frozen(model):
         out = model(clean)
-        value = float(vl_align_loss(out["z_views"], out["z_fused"], text_emb, tau))
     model.train(was_training)
-    return value
+    return out
+
+
+def monitor_alignment(model, clean: torch.Tensor, text_emb: torch.Tensor, tau: float) -> float:
+    """L_vl-align (Eq. 6) of a fixed batch (``fixed_batch``)."""
+    from smile_vlm.losses import vl_align_loss
+
+    out = fixed_batch(model, clean)
+    return float(vl_align_loss(out["z_views"], out["z_fused"], text_emb, tau))
 
 
 def _checkpoint_digest(settings: dict) -> str:
@@ -105,19 +113,46 @@ def embed_captions(text_spec: dict | None, captions: list[str]) -> torch.Tensor:
     return embedded[torch.tensor([position[c] for c in captions])]
 
 
+def unit_alignment(settings: dict, units: list[str], tau: float):
+    """(AuAlignment, targets (N, K), known (N, K)) of the corpus's apex ``units`` (``au_align``)."""
+    from smile_vlm import au_align
+
+    samples = [au_align.sample_units(text) for text in units]
+    keys = au_align.phrase_keys(samples)
+    texts = [au_align.phrase_texts(key) for key in keys]
+    embedded = embed_captions(settings["encoders"].get("text"), [t for group in texts for t in group])
+    target, known = au_align.targets(samples, keys)
+    log.info("action-unit alignment: %d phrases (%s), %.1f positives per sample", len(keys),
+             " ".join(map(str, keys)), float(target.sum(dim=1).mean()))
+    return au_align.AuAlignment(au_align.ensemble(embedded, list(map(len, texts))), 1.0 / tau), target, known
+
+
+def monitor_units(model, head, clean: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> float:
+    """L_au-align of the fixed batch (``fixed_batch``)."""
+    out = fixed_batch(model, clean)
+    with torch.no_grad():
+        return float(head(out["z_views"], out["z_fused"], target, known))
+
+
 def train_epoch(model, optimizer, augmenter, images: torch.Tensor, text_emb: torch.Tensor, batch_size: int,
-                generator: torch.Generator, dtype: torch.dtype | None) -> dict[str, float]:
-    """One pass over the corpus in full batches; mean of each Eq. 10 term over the steps."""
+                generator: torch.Generator, dtype: torch.dtype | None, units=None) -> dict[str, float]:
+    """One pass over the corpus in full batches; mean of each term over the steps. ``units``:
+    (weight, AuAlignment, targets, known) of the action-unit term, or None without it."""
     model.train()
     order = torch.randperm(len(images), generator=generator)
-    sums = {"total": 0.0, "vl_align": 0.0, "mv_bt": 0.0}
+    sums = {"total": 0.0, "vl_align": 0.0, "mv_bt": 0.0, **({"au_align": 0.0} if units else {})}
     n_steps = 0
     for start in range(0, len(images) - batch_size + 1, batch_size):
         index = order[start:start + batch_size]
         batch = images[index]
         views_a, views_b = augmenter.two_views(batch, generator)  # Eq. 1's two distortions
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            losses = model.training_losses(views_a, views_b, augmenter.clean(batch), text_emb[index], None, None)
+            losses = model.training_losses(views_a, views_b, augmenter.clean(batch), text_emb[index], None, None,
+                                           embeddings=units is not None)
+        if units:
+            weight, head, target, known = units
+            losses["au_align"] = head(losses["z_views"], losses["z_fused"], target[index], known[index])
+            losses["total"] = losses["total"] + weight * losses["au_align"]
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
@@ -155,18 +190,35 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
     model = build_pretrain_model(settings, n_views, int(text_emb.shape[1]))
     encoder = model.encoder.vision_encoder
     augmenter = Augmenter(encoder.image_size, options["augment"], encoder.mean, encoder.std)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(options["lr"]), weight_decay=float(options["weight_decay"]))
+    groups = [{"params": list(model.parameters())}]
+    units = None
+    if float(options["au_align"]):
+        head, target, known = unit_alignment(settings, corpus["units"], float(options["tau"]))
+        units = (float(options["au_align"]), head, target, known)
+        groups.append({"params": list(head.parameters()), "weight_decay": 0.0})  # SigLIP's t and c: no decay
+    optimizer = torch.optim.AdamW(groups, lr=float(options["lr"]), weight_decay=float(options["weight_decay"]))
     generator = torch.Generator().manual_seed(int(options["seed"]))
     dtype = amp_dtype(str(options["amp"]), torch.device("cpu"))  # the losses stay float32
     monitor = torch.arange(min(n_samples, int(options["monitor_samples"])))
     monitor_args = (augmenter.clean(images[monitor]), text_emb[monitor], float(options["tau"]))
 
-    history = [{"epoch": 0, "monitor_vl_align": monitor_alignment(model, *monitor_args)}]
+
+    def monitored() -> dict[str, float]:
+        row = {"monitor_vl_align": monitor_alignment(model, *monitor_args)}
+        if units:
+            head = units[1]
+            row["monitor_au_align"] = monitor_units(model, head, monitor_args[0], units[2][monitor], units[3][monitor])
+            row.update(au_scale=float(head.log_scale.detach().exp()), au_bias=float(head.bias.detach()))
+        return row
+
+    history = [{"epoch": 0, **monitored()}]
     digest = _checkpoint_digest(settings)
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if state.get("digest") == digest:
             model.load_state_dict(state["model"])
+            if units:
+                units[1].load_state_dict(state["au_align"])
             optimizer.load_state_dict(state["optimizer"])
             generator.set_state(state["generator"])
             history = state["history"]
@@ -174,14 +226,17 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
 
     for epoch in range(len(history), int(options["epochs"]) + 1):
         started = time.perf_counter()
-        row = {"epoch": epoch, **train_epoch(model, optimizer, augmenter, images, text_emb, batch_size, generator, dtype),
-               "monitor_vl_align": monitor_alignment(model, *monitor_args)}
+        row = {"epoch": epoch, **train_epoch(model, optimizer, augmenter, images, text_emb, batch_size, generator, dtype,
+                                             units), **monitored()}
         row["seconds"] = round(time.perf_counter() - started, 2)
         history.append(row)
-        log.info("epoch %d of %d: vl-align %.4f, mv-bt %.3f, monitored vl-align %.4f (%.1f s)", epoch,
-                 int(options["epochs"]), row["vl_align"], row["mv_bt"], row["monitor_vl_align"], row["seconds"])
+        log.info("epoch %d of %d: vl-align %.4f, mv-bt %.3f, monitored vl-align %.4f%s (%.1f s)", epoch,
+                 int(options["epochs"]), row["vl_align"], row["mv_bt"], row["monitor_vl_align"],
+                 f", au-align {row['au_align']:.4f}, monitored {row['monitor_au_align']:.4f} (t {row['au_scale']:.2f}, "
+                 f"c {row['au_bias']:.2f})" if units else "", row["seconds"])
+        extra = {"au_align": units[1].state_dict()} if units else {}
         with atomic.atomic_path(checkpoint_path) as tmp:
-            torch.save({"digest": digest, "model": model.state_dict(), "history": history,
+            torch.save({"digest": digest, "model": model.state_dict(), "history": history, **extra,
                         "optimizer": optimizer.state_dict(), "generator": generator.get_state()}, tmp)
 
     metadata = vision_file(settings, model, history, corpus)

@@ -185,3 +185,28 @@ def test_learning_curve_benchmark_labels_held_out_realisations():
     assert bench.realisation_note(vision, ["du2014", "facs_guide"]).startswith("the pretraining's own")
     assert bench.corpus_options(vision) == {"au_tables": ["emfacs", "facs_guide"], "one_sided_fraction": 0.3}
     assert bench.corpus_options({"settings": json.dumps({"pretrain": resolved()})}) == {}
+
+
+def test_openings_cut_eye_fissures_and_an_open_mouth():
+    from smile_vlm.synth.face import FaceModel
+    from smile_vlm.synth.identity import sample_identity
+
+    model = FaceModel(sample_identity(np.random.default_rng(0)), 40)
+    full, neutral = len(model.triangles), len(model.open_triangles({}))
+    assert neutral < full  # open eyes are holes
+    assert len(model.open_triangles({43: 1.0})) == full  # closed eyes, closed mouth: no hole
+    assert len(model.open_triangles({5: 1.0})) < neutral  # the upper lid raiser widens them
+    assert len(model.open_triangles({27: 0.1})) == neutral  # a trace of mouth stretch keeps the lips closed
+    assert len(model.open_triangles({27: 1.0})) < neutral  # an open mouth is a hole
+
+
+def test_openings_reach_the_corpus_renders_and_default_keeps_the_closed_face():
+    settings = pretrain.resolve({"pretrain": {"identities": 1, "samples_per_identity": 2, "render_size": 32,
+                                              "frames": 3, "ict_dir": None}})
+    closed = corpus.build_corpus(settings)
+    settings["pretrain"]["openings"] = True
+    opened = corpus.build_corpus(settings)
+    assert closed["captions"] == opened["captions"] and closed["units"] == opened["units"]
+    assert not np.array_equal(closed["images"], opened["images"])
+    assert corpus.corpus_digest(settings) != corpus.corpus_digest(pretrain.resolve(
+        {"pretrain": {"identities": 1, "samples_per_identity": 2, "render_size": 32, "frames": 3, "ict_dir": None}}))

@@ -121,6 +121,7 @@ def test_tiny_pretraining_lowers_vl_align_and_writes_a_loadable_encoder(trained)
     metadata, path = trained
     monitored = [row["monitor_vl_align"] for row in metadata["history"]]
     assert monitored[-1] < 0.9 * monitored[0], monitored
+    assert "monitor_au_align" not in metadata["history"][0]  # the action-unit term is off by default
     assert not (path.parent / "checkpoint.pt").exists()
     saved = torch.load(path, weights_only=True)
     encoder = load_vision_encoder({"kind": "cnn", "image_size": 32, "width": 8, "depth": 3, "init": str(path)})
@@ -143,6 +144,24 @@ def test_fold_model_starts_from_encoders_vision_init(trained):
 def test_pretraining_with_lr_zero_learns_nothing(tmp_path, corpus_dir):
     metadata, _ = run(tmp_path, corpus_dir, lr=0.0)
     monitored = [row["monitor_vl_align"] for row in metadata["history"]]
+    assert max(monitored) - min(monitored) < 1e-6, monitored
+
+
+def test_pretraining_lowers_the_action_unit_term(tmp_path, corpus_dir):
+    history = run(tmp_path, corpus_dir, au_align=1.0, epochs=4)[0]["history"]
+    monitored = [row["monitor_au_align"] for row in history]
+    assert monitored[-1] < 0.9 * monitored[0], monitored
+    assert all(row["au_align"] > 0 for row in history[1:])
+
+
+def test_au_align_zero_drops_the_action_unit_term(tmp_path, corpus_dir):
+    history = run(tmp_path, corpus_dir, au_align=0.0, epochs=1)[0]["history"]
+    assert "monitor_au_align" not in history[0] and "au_align" not in history[1]
+
+
+def test_action_unit_term_with_lr_zero_learns_nothing(tmp_path, corpus_dir):
+    history = run(tmp_path, corpus_dir, au_align=1.0, lr=0.0)[0]["history"]
+    monitored = [row["monitor_au_align"] for row in history]
     assert max(monitored) - min(monitored) < 1e-6, monitored
 
 

@@ -7,7 +7,7 @@ Interface shared by SMILE-VLM (smile.py) and FACET-VLM (facet.py), used by train
 * ``fuse(z, mask=None) -> (z_fused (B, D), weights (B, V))``.
 * ``forward(images, mask=None) -> {"z_views", "z_fused", "weights"}``.
 * ``training_losses(batch_views_a, batch_views_b, clean_views, text_emb, class_emb, labels,
-  mask=None) -> {"total", <named terms>}``.
+  mask=None) -> {"total", <named terms>}`` (SMILE-VLM's ``embeddings=True`` adds ``z_views``, ``z_fused``).
 * ``class_scores(images, class_emb, mask=None) -> (B, K)`` cosine similarities (zero-shot scores).
 * ``preprocess(images01 (B, V, 3, H, W)) -> normalised input`` of the vision encoder.
 * ``supervision(prompts_source) -> str``: what reached training from the labels (tables print it).

@@ -69,7 +69,7 @@ class SmileVLM(nn.Module):
 
     def training_losses(self, batch_views_a: Tensor, batch_views_b: Tensor, clean_views: Tensor | None,
                         text_emb: Tensor, class_emb: Tensor | None, labels: Tensor | None,
-                        mask: Tensor | None = None) -> dict[str, Tensor]:
+                        mask: Tensor | None = None, embeddings: bool = False) -> dict[str, Tensor]:
         """Eq. 10 on one batch.
 
         ``batch_views_a/b`` are two augmentations of every view (Eq. 1); the alignment terms (Eq. 6,
@@ -77,6 +77,8 @@ class SmileVLM(nn.Module):
         ``text_emb`` (B, D) holds one prompt embedding per sample (``TextBank.sample``);
         ``class_emb`` and ``labels`` are not used by SMILE-VLM (labels already chose the prompts).
         Under DDP the trainer makes ``encode_views`` return the global batch (train.global_batch).
+        ``embeddings``: also return the ``z_views`` and ``z_fused`` the alignment used (the
+        pretraining's action-unit term reuses them).
         """
         options = self.loss_settings
         z_a = z_b = None
@@ -93,7 +95,8 @@ class SmileVLM(nn.Module):
         z_fused, _ = self.fuse(z_views, mask)
         if z_a is None:
             z_a = z_b = z_views  # unused: alpha == 0 skips L_mv-bt
-        return smile_vlm_loss(z_a, z_b, z_views, z_fused, text_emb, view_mask=mask, **options)
+        terms = smile_vlm_loss(z_a, z_b, z_views, z_fused, text_emb, view_mask=mask, **options)
+        return {**terms, "z_views": z_views, "z_fused": z_fused} if embeddings else terms
 
     def supervision(self, prompts_source: str) -> str:
         """Labels reach SMILE-VLM only through the prompts of vl-align (Eq. 6) and red-min (Eq. 8)."""

@@ -30,6 +30,10 @@ from smile_vlm.synth.units import parse_unit
 
 # Width (mm) of the fade between a one-sided AU's side and the other across the midline.
 MIDLINE_FADE_MM = 4.0
+# Holes of open_triangles: semi-axes (x, y) of an open eye's fissure, and how far AU25-27 push
+# the lip band into the head before it counts as an open mouth.
+EYE_FISSURE_MM = (10.0, 3.5)
+MOUTH_OPENING_MM = 6.0
 
 
 @dataclass
@@ -224,6 +228,25 @@ class FaceModel:
         if noise_mm and rng is not None:
             grid = grid + rng.normal(0.0, noise_mm, grid.shape)
         return FaceFrame(grid=grid, valid=self.valid)
+
+    def open_triangles(self, au_weights: dict) -> np.ndarray:
+        """``triangles`` without the eye fissures and an open mouth, the holes a scanner leaves
+        (and ICT-FaceKit's face mesh has): an ellipse per eye that AU5 widens, AU7 narrows and
+        AU43/45 close, and the lip band that AU25-27 push more than 6 mm into the head."""
+        sides = {}
+        for key, weight in au_weights.items():
+            au, side = parse_unit(key)
+            sides[au] = sides.get(au, 0.0) + float(weight) * (1.0 if side is None else 0.5)
+        rest, moved = self.rest[self.valid], np.zeros(int(self.valid.sum()))
+        for key, weight in au_weights.items():
+            moved += float(weight) * self.unit_field(key)[self.valid][:, 2]
+        centre, depth = rest[self.triangles].mean(axis=1), moved[self.triangles].mean(axis=1)
+        x, y, f = centre[:, 0], centre[:, 1], self.features
+        aperture = np.clip(1.0 - sides.get(43, 0.0) - sides.get(45, 0.0) - 0.5 * sides.get(7, 0.0)
+                           + 0.5 * sides.get(5, 0.0), 0.0, 1.5) * EYE_FISSURE_MM[1]
+        eye = ((np.abs(x) - f["eye_x"]) / EYE_FISSURE_MM[0]) ** 2 + ((y - f["eye_y"] + 0.5) / max(aperture, 1e-6)) ** 2 < 1
+        mouth = (np.abs(x) < f["mouth_x"]) & (np.abs(y - f["mouth_y"]) < 15.0) & (depth < -MOUTH_OPENING_MM)
+        return self.triangles[~(eye | mouth)]
 
     # ----------------------------------------------------------------- topology
     def _build_topology(self) -> None:
