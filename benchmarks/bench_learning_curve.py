@@ -14,7 +14,7 @@ vl-align. ``--au-tables`` and ``--variation`` choose how the evaluated dataset r
 emotions (synthetic.au_tables, synthetic.variation); the pretraining's corpus draws its emotions
 from ``pretrain.au_tables`` (``--pretrain '{"au_tables": ["emfacs", "facs_guide"]}'``; default:
 emfacs alone). The table says whether the evaluated tables are held out (none of them in the
-pretraining's) or the pretraining's own, and which corpus options differ from their defaults:
+pretraining's) or the pretraining's own, and which of its options differ from their defaults:
 
     python benchmarks/bench_learning_curve.py --ict-dir PATH/FaceXModel --pretrain '{"au_tables": ["emfacs", "facs_guide"]}' --au-tables du2014
 
@@ -113,14 +113,19 @@ def summary(accuracies: list[float]) -> str:
     return f"{statistics.mean(accuracies):.1f} ± {spread:.1f}"
 
 
+# What the header line states already, or changes only speed: the rest of the pretraining's
+# settings are named when they differ from the schema's defaults.
+STATED_KEYS = ("identities", "samples_per_identity", "epochs", "batch_size", "render_size", "threads", "ict_dir")
+
+
 def corpus_options(vision: dict) -> dict:
-    """The pretraining's corpus options that differ from the schema's defaults (as it ran them)."""
+    """The pretraining's settings (corpus options and the rest, e.g. ``au_align``) that differ from
+    the schema's defaults (as it ran them), but for STATED_KEYS."""
     from smile_vlm.settings import PRETRAIN_DEFAULTS as defaults
 
     ran = json.loads(vision["settings"])["pretrain"]
-    options = ("au_tables", "variation", "one_sided_fraction", "low_intensity_fraction", "low_intensity",
-               "head_motion", "captions")
-    return {key: ran.get(key, defaults[key]) for key in options if ran.get(key, defaults[key]) != defaults[key]}
+    return {key: ran.get(key, default) for key, default in sorted(defaults.items())
+            if key not in STATED_KEYS and ran.get(key, default) != default}
 
 
 def realisation_note(vision: dict, evaluated: list[str]) -> str:
@@ -145,7 +150,7 @@ def describe_pretraining(vision_pt: Path, benchmark_tsv: Path | None, evaluated:
     return (f"pretraining {vision_pt}: {vision['corpus']['samples']} samples of "
             f"{len(vision['corpus']['subjects'])} identities, {len(history) - 1} epochs{cost}; "
             f"monitored vl-align {history[0]['monitor_vl_align']:.3f} -> {history[-1]['monitor_vl_align']:.3f}; "
-            f"corpus options {json.dumps(options) if options else 'the defaults'}\n{realisation_note(vision, evaluated)}")
+            f"options {json.dumps(options) if options else 'the defaults'}\n{realisation_note(vision, evaluated)}")
 
 
 def main() -> None:

@@ -185,6 +185,8 @@ def test_learning_curve_benchmark_labels_held_out_realisations():
     assert bench.realisation_note(vision, ["du2014", "facs_guide"]).startswith("the pretraining's own")
     assert bench.corpus_options(vision) == {"au_tables": ["emfacs", "facs_guide"], "one_sided_fraction": 0.3}
     assert bench.corpus_options({"settings": json.dumps({"pretrain": resolved()})}) == {}
+    assert bench.corpus_options({"settings": json.dumps({"pretrain": resolved(au_align=1.0, openings=True, epochs=3)})}) \
+        == {"au_align": 1.0, "openings": True}
 
 
 def test_openings_cut_eye_fissures_and_an_open_mouth():
