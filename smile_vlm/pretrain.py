@@ -10,8 +10,9 @@
 weighted as in Eq. 10 with gamma = 0 (``losses.smile_vlm_loss``; red-min is left out: captions
 are not class prompts), plus, our addition beyond the paper, ``au_align`` times L_au-align: a
 SigLIP sigmoid loss of every view and the fused embedding against one phrase per action unit
-(``smile_vlm.au_align``, ``losses.au_align_loss``), positive where the sample's apex shows it. The vision encoder's weights go to ``vision.pt``, which
-``encoders.vision.init`` loads into every fold model.
+(``smile_vlm.au_align``, ``losses.au_align_loss``), positive where the sample's apex shows it.
+The vision encoder's weights go to ``vision.pt``, which ``encoders.vision.init`` loads into every
+fold model.
 """
 
 from __future__ import annotations
@@ -201,7 +202,6 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
     dtype = amp_dtype(str(options["amp"]), torch.device("cpu"))  # the losses stay float32
     monitor = torch.arange(min(n_samples, int(options["monitor_samples"])))
     monitor_args = (augmenter.clean(images[monitor]), text_emb[monitor], float(options["tau"]))
-
 
     def monitored() -> dict[str, float]:
         row = {"monitor_vl_align": monitor_alignment(model, *monitor_args)}

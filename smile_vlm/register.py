@@ -114,18 +114,20 @@ def kabsch(source: np.ndarray, target: np.ndarray) -> Rigid:
     in the least-squares sense (Umeyama 1991 with the scale fixed at 1; no reflection)."""
     source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
     source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
-    covariance = (target - target_mean).T @ (source - source_mean)
-    u, _, vt = np.linalg.svd(covariance)
-    sign = np.sign(np.linalg.det(u @ vt)) or 1.0
-    rotation = u @ np.diag([1.0, 1.0, sign]) @ vt
+    rotation = nearest_rotation((target - target_mean).T @ (source - source_mean))
     return Rigid(rotation, target_mean - rotation @ source_mean)
+
+
+def nearest_rotation(matrix: np.ndarray) -> np.ndarray:
+    """The rotation closest to a 3 x 3 matrix in the Frobenius norm (SVD; no reflection)."""
+    u, _, vt = np.linalg.svd(matrix)
+    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
 
 
 def mean_pose(transforms: list[Rigid]) -> Rigid:
     """The chordal mean of rigid transforms: the mean rotation matrix projected back onto the
-    rotations (SVD), and the mean translation."""
-    u, _, vt = np.linalg.svd(np.mean([t.rotation for t in transforms], axis=0))
-    rotation = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
+    rotations, and the mean translation."""
+    rotation = nearest_rotation(np.mean([t.rotation for t in transforms], axis=0))
     return Rigid(rotation, np.mean([t.translation for t in transforms], axis=0))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smile_vlm.commands import log, positive_int
+from smile_vlm.commands import log, positive_int, unit_interval
 from smile_vlm.errors import ScanError
 from smile_vlm.settings import DEFAULT_PREDICT, PREDICT_KINDS
 
@@ -39,18 +39,6 @@ def cmd_predict(args) -> None:
         raise ScanError(failed[0]["input"], f"no sample could be predicted; first reason: {failed[0]['error']}")
     if failed:
         log.warning("%d of %d samples could not be predicted (status 'error' in the output)", len(failed), len(records))
-
-
-def unit_interval(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to 1")
-    return value
 
 
 def cmd_merge_predictions(args) -> None:
