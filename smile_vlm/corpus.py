@@ -41,6 +41,7 @@ from smile_vlm.synth.captions import VISIBLE_WEIGHT, caption
 from smile_vlm.synth.layouts import DEFAULTS as SYNTHETIC_DEFAULTS
 from smile_vlm.synth.motion import sequence_poses
 from smile_vlm.synth.realisation import Realiser
+from smile_vlm.synth.unit_shapes import vary_unit_fields
 from smile_vlm.synth.units import UNILATERAL_UNITS, parse_unit, unit_key
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ CORPUS_KEYS = ("seed", "identities", "ict_fraction", "ict_dir", "samples_per_ide
                "frames", "prototype_fraction", "neutral_fraction", "max_units", "intensity", "au_jitter",
                "pose_sigma_deg", "noise_mm", "resolution", "render_size", "au_tables", "variation",
                "one_sided_fraction", "low_intensity_fraction", "low_intensity", "head_motion", "registration",
-               "captions", "openings")
+               "captions", "openings", "unit_shapes")
 # What a cached corpus.npz must hold besides its digest (units: each sample's apex AU weights).
 CORPUS_FIELDS = ("images", "captions", "subjects", "sources", "dynamic", "units")
 
@@ -118,7 +119,9 @@ def face_of(pretrain: dict, identity: CorpusIdentity):
         from smile_vlm.synth.ict import IctFaceModel
 
         return IctFaceModel(pretrain["ict_dir"], rng)
-    return face_model.FaceModel(face_model.sample_identity(rng), int(pretrain["resolution"]))
+    model = face_model.FaceModel(face_model.sample_identity(rng), int(pretrain["resolution"]))
+    vary_unit_fields(model, rng, float(pretrain["unit_shapes"]))
+    return model
 
 
 # --------------------------------------------------------------------------- one sample
@@ -194,7 +197,15 @@ def draw_sample(rng: np.random.Generator, pretrain: dict, style: Realiser) -> di
     strength = style.profile(int(pretrain["frames"]), rng, "posed") if dynamic else None
     apex = weights if strength is None else {au: w * float(strength.max()) for au, w in weights.items()}
     return {"weights": weights, "emotion": emotion, "strength": strength, "apex": apex,
-            "caption": sample_caption(apex, dynamic, emotion, pretrain)}
+            "caption": sample_caption(apex, dynamic, emotion, pretrain), "open": cut_open(rng, pretrain["openings"])}
+
+
+def cut_open(rng: np.random.Generator, share) -> bool:
+    """Whether a sample's procedural face has its eye and mouth holes cut (``openings``: true or
+    1 = every sample, false or 0 = none, a number = that share). Only a share draws, so corpora of
+    every sample or none keep their bytes."""
+    share = float(share)
+    return share >= 1.0 if share in (0.0, 1.0) else bool(rng.random() < share)
 
 
 def _mesh(model, au_weights: dict, rng: np.random.Generator, pose, noise_mm: float, shift=None,
@@ -205,14 +216,13 @@ def _mesh(model, au_weights: dict, rng: np.random.Generator, pose, noise_mm: flo
     return Mesh(np.asarray(frame.vertices, dtype=np.float32), np.asarray(triangles))
 
 
-def render_static(renderer, model, weights: dict, rng, pretrain: dict, render: dict) -> np.ndarray:
+def render_static(renderer, model, sample: dict, rng, pretrain: dict, render: dict) -> np.ndarray:
     pose = face_model.random_pose(rng, float(pretrain["pose_sigma_deg"]))
-    mesh = _mesh(model, weights, rng, pose, float(pretrain["noise_mm"]), openings=bool(pretrain["openings"]))
+    mesh = _mesh(model, sample["weights"], rng, pose, float(pretrain["noise_mm"]), openings=sample["open"])
     return renderer.render(canonicalize(mesh, render))
 
 
-def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pretrain: dict,
-                   render: dict) -> np.ndarray:
+def render_dynamic(renderer, model, sample: dict, rng, pretrain: dict, render: dict) -> np.ndarray:
     """One dynamic image per view of a sequence: the steps of ``render.render_shard`` for 4D data
     (smoothed nose-tip track, or with ``registration`` the frames registered into one pose and
     centre as the render job registers them; wide crop, one support per view, approximate rank
@@ -220,11 +230,12 @@ def render_dynamic(renderer, model, weights: dict, strength: np.ndarray, rng, pr
     ``head_motion`` says."""
     from smile_vlm.render import canonicalize_wide
 
+    weights, strength = sample["weights"], sample["strength"]
     sigma = float(pretrain["pose_sigma_deg"])
     pose_start, pose_end = (np.asarray(face_model.random_pose(rng, sigma)) for _ in range(2))
     poses, shifts = sequence_poses(len(strength), rng, head_motion(pretrain), pose_start, pose_end)
     meshes = [_mesh(model, {au: w * s for au, w in weights.items()}, rng, pose, float(pretrain["noise_mm"]), shift,
-                    bool(pretrain["openings"])) for s, pose, shift in zip(strength, poses, shifts)]
+                    sample["open"]) for s, pose, shift in zip(strength, poses, shifts)]
     if pretrain["registration"] == "none":
         track = smooth_track(np.stack([nose_tip(mesh) for mesh in meshes]), int(render["nose_smoothing"]))
     else:
@@ -277,9 +288,9 @@ def build_corpus(settings: dict) -> dict:
                 rng = np.random.default_rng(identity_key(pretrain, identity, k + 1))
                 sample = draw_sample(rng, pretrain, style)
                 if sample["strength"] is None:
-                    views = render_static(renderer, model, sample["weights"], rng, pretrain, render)
+                    views = render_static(renderer, model, sample, rng, pretrain, render)
                 else:
-                    views = render_dynamic(renderer, model, sample["weights"], sample["strength"], rng, pretrain, render)
+                    views = render_dynamic(renderer, model, sample, rng, pretrain, render)
                 images.append(views)
                 rows.append({"caption": sample["caption"], "subject": identity.subject, "source": identity.source,
                              "dynamic": sample["strength"] is not None,

@@ -212,3 +212,51 @@ def test_openings_reach_the_corpus_renders_and_default_keeps_the_closed_face():
     assert not np.array_equal(closed["images"], opened["images"])
     assert corpus.corpus_digest(settings) != corpus.corpus_digest(pretrain.resolve(
         {"pretrain": {"identities": 1, "samples_per_identity": 2, "render_size": 32, "frames": 3, "ict_dir": None}}))
+
+
+def test_unit_shapes_vary_each_face_symmetrically_and_zero_keeps_the_fields():
+    from smile_vlm.synth.face import FaceModel
+    from smile_vlm.synth.identity import sample_identity
+    from smile_vlm.synth.unit_shapes import bilinear, vary_unit_fields
+
+    def model():
+        return FaceModel(sample_identity(np.random.default_rng(0)), 40)
+
+    template = model()
+    kept = model()
+    vary_unit_fields(kept, np.random.default_rng(1), 0.0)
+    assert all(np.array_equal(kept.au_basis[au], template.au_basis[au]) for au in template.au_basis)
+    grid = template.au_basis[12]
+    rows, cols = np.meshgrid(np.arange(grid.shape[0], dtype=float), np.arange(grid.shape[1], dtype=float), indexing="ij")
+    assert np.allclose(bilinear(grid, rows, cols), grid)
+    assert not bilinear(grid, rows + grid.shape[0], cols).any()  # outside the grid: no motion
+
+    one, two = model(), model()
+    vary_unit_fields(one, np.random.default_rng(1), 0.3)
+    vary_unit_fields(two, np.random.default_rng(2), 0.3)
+    for au in (1, 12, 43):
+        field, other, base = one.au_basis[au], two.au_basis[au], template.au_basis[au]
+        assert not np.allclose(field, base) and not np.allclose(field, other)
+        assert np.corrcoef(field.ravel(), base.ravel())[0, 1] > 0.6  # still that AU's region and direction
+        # left-right symmetric: x mirrored with its sign flipped, y and z mirrored
+        assert np.allclose(field[..., 0], -field[:, ::-1, 0], atol=1e-9)
+        assert np.allclose(field[..., 1:], field[:, ::-1, 1:], atol=1e-9)
+
+
+def test_unit_shapes_reach_the_corpus_renders_and_its_digest():
+    settings = pretrain.resolve({"pretrain": {"identities": 1, "samples_per_identity": 2, "render_size": 32,
+                                              "frames": 3, "ict_dir": None, "prototype_fraction": 1.0}})
+    plain = corpus.build_corpus(settings)
+    varied = pretrain.resolve({"pretrain": {**settings["pretrain"], "unit_shapes": 0.3}})
+    shaped = corpus.build_corpus(varied)
+    assert plain["captions"] == shaped["captions"] and plain["units"] == shaped["units"]
+    assert not np.array_equal(plain["images"], shaped["images"])
+    assert corpus.corpus_digest(varied) != corpus.corpus_digest(settings)
+
+
+def test_openings_as_a_share_cut_that_share_of_samples_and_draw_nothing_else():
+    plain, half = samples(resolved()), samples(resolved(openings=0.5))
+    assert [row["caption"] for row in half] == [row["caption"] for row in plain]
+    opened = sum(row["open"] for row in half) / len(half)
+    assert 0.35 < opened < 0.65, opened
+    assert not any(row["open"] for row in plain) and all(row["open"] for row in samples(resolved(openings=True)))
