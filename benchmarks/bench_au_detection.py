@@ -23,6 +23,12 @@ WiSE-FT mixing weight of ``--alphas`` (smile_vlm.wise; 1 = the fine-tuned model 
 variant trained from scratch only at 1). Prints markdown: one row per model and alpha (mean
 AUC and F1 over AUs, mean over folds) and one row per AU.
 
+``--corpus-check N`` also asks each pretrained encoder about the static samples of two corpora
+made by its own settings (``smile_vlm.corpus``): the one it trained on (the ``corpus.npz`` beside
+it when its digest matches, else rebuilt) and a fresh one of N new identities (another seed).
+The same AU prompts score them; a sample shows an AU when its caption names it. Mean AUC over
+AUs on both says whether the encoder learned action units or its training identities.
+
     python benchmarks/bench_au_detection.py --pretrained PRE/vision.pt --face-source ict --ict-dir PATH \\
         --workdir RUN/bu3dfe-ict-30 --variants smile_vlm_pretrained --alphas 0 0.5 1
 """
@@ -136,6 +142,42 @@ def fold_models(workdir: Path, variant: str) -> list[Path]:
     return models
 
 
+def corpus_auc(model_path: Path, classes: list[str], prompts: Path, corpus: dict, units) -> float:
+    """Mean AUC over AUs of the AU classes' probabilities on a corpus's static samples."""
+    from smile_vlm.au_align import sample_units
+    from smile_vlm.predict import Predictor
+
+    static = [k for k, dynamic in enumerate(corpus["dynamic"]) if not dynamic]
+    shown = [sample_units(corpus["units"][k]) for k in static]
+    probabilities = Predictor(model_path, classes=classes, prompts=str(prompts)).score(
+        np.asarray(corpus["images"])[static])["probabilities"]
+    aucs = []
+    for au in units:
+        positive = np.array([au in sample for sample in shown])
+        if 0 < positive.sum() < len(positive):
+            column = probabilities[:, classes.index(unit_class(au))]
+            aucs.append(auc(column[positive], column[~positive]))
+    return statistics.mean(aucs)
+
+
+def corpus_check(model_path: Path, classes: list[str], prompts: Path, identities: int, units) -> str:
+    """A markdown row: mean AUC on the encoder's own training corpus and on a fresh one."""
+    import torch
+
+    from smile_vlm import corpus, pretrain
+
+    state = torch.load(model_path, map_location="cpu", weights_only=False)
+    settings = pretrain.resolve({k: v for k, v in json.loads(state["settings"]).items()
+                                 if k in ("pretrain", "render", "encoders")})
+    own = corpus.cached_corpus(settings, model_path.parent / "corpus.npz")
+    own = own if own is not None else corpus.build_corpus(settings)
+    fresh = pretrain.resolve({**settings, "pretrain": {**settings["pretrain"], "identities": identities,
+                                                       "seed": int(settings["pretrain"]["seed"]) + 1}})
+    return (f"| {model_path.parent.name}/{model_path.name} | {settings['pretrain']['identities']} | "
+            f"{corpus_auc(model_path, classes, prompts, own, units):.3f} | {identities} | "
+            f"{corpus_auc(model_path, classes, prompts, corpus.build_corpus(fresh), units):.3f} |")
+
+
 def mean_std(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {spread:.3f}"
@@ -152,6 +194,8 @@ def main() -> None:
     parser.add_argument("--workdir", help="a BU-3DFE cell folder of bench_learning_curve.py --keep (fold models)")
     parser.add_argument("--variants", nargs="+", default=["smile_vlm_pretrained"], help="fold-model variants of --workdir")
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.0], help="WiSE-FT mixing weights of the fold models")
+    parser.add_argument("--corpus-check", type=int, metavar="N", default=0,
+                        help="also score each pretraining's own corpus and a fresh one of N identities")
     args = parser.parse_args()
 
     from smile_vlm.synth.expressions import ACTION_UNITS
@@ -191,6 +235,8 @@ def main() -> None:
             per_unit[f"{name}, alpha {alpha}"] = {au: (statistics.mean(f[unit_class(au)]["auc"] for f in folds),
                                                        statistics.mean(f[unit_class(au)]["f1"] for f in folds))
                                                   for au in units}
+        checks = [corpus_check(path, classes, tmp / "prompts.yaml", args.corpus_check, units)
+                  for path in pretrained] if args.corpus_check else []
         seconds = time.perf_counter() - started
 
     print(f"{args.identities} held-out {args.face_source} identities x ({len(units)} single-AU + {NEUTRAL_SCANS} neutral) "
@@ -199,6 +245,11 @@ def main() -> None:
     print("| model | WiSE-FT alpha | models (folds) | mean AUC over AUs (± over folds) | mean F1 over AUs | AUs with AUC ≥ 0.85 |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if checks:
+        print("\nThe static samples of corpora made by each pretraining's settings (mean AUC over AUs):\n")
+        print("| pretraining | identities trained on | its own corpus | fresh identities | a fresh corpus |")
+        print("|---|---|---|---|---|")
+        print("\n".join(checks))
     names = list(per_unit)
     print("\nAUC / F1 per action unit:\n")
     print("| AU | " + " | ".join(names) + " |")

@@ -303,17 +303,27 @@ def build_corpus(settings: dict) -> dict:
             "dynamic": [row["dynamic"] for row in rows], "units": [row["units"] for row in rows]}
 
 
+def cached_corpus(settings: dict, path: Path) -> dict | None:
+    """The corpus cached at ``path`` when it was built with the same settings and holds every
+    field, else None."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        missing = sorted(set(CORPUS_FIELDS) - set(data.files))
+        if missing:  # written before the corpus kept these: rebuilt, never trained on without them
+            log.info("pretraining corpus %s lacks %s: rebuilding it", path, ", ".join(missing))
+        elif str(data["digest"]) == corpus_digest(settings):
+            return {key: data[key] if key == "images" else data[key].tolist() for key in CORPUS_FIELDS}
+    return None
+
+
 def load_or_build_corpus(settings: dict, path: Path) -> dict:
     """The corpus cached at ``path`` when it was built with the same settings, else built (and cached)."""
+    cached = cached_corpus(settings, path)
+    if cached is not None:
+        log.info("reusing the pretraining corpus %s", path)
+        return cached
     digest = corpus_digest(settings)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            missing = sorted(set(CORPUS_FIELDS) - set(data.files))
-            if str(data["digest"]) == digest and not missing:
-                log.info("reusing the pretraining corpus %s", path)
-                return {key: data[key] if key == "images" else data[key].tolist() for key in CORPUS_FIELDS}
-            if missing:  # written before the corpus kept these: rebuilt, never trained on without them
-                log.info("pretraining corpus %s lacks %s: rebuilding it", path, ", ".join(missing))
     corpus = build_corpus(settings)
     with atomic.atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(tmp, digest=np.array(digest), images=corpus["images"],

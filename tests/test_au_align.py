@@ -74,9 +74,13 @@ def test_old_corpus_without_units_is_rebuilt(tmp_path):
     settings = pretrain.resolve({"pretrain": TINY})
     path = tmp_path / "corpus.npz"
     built = corpus.load_or_build_corpus(settings, path)
+    assert corpus.cached_corpus(settings, path)["captions"] == built["captions"]
+    other = pretrain.resolve({"pretrain": {**TINY, "seed": 5}})
+    assert corpus.cached_corpus(other, path) is None  # another corpus's settings: not this cache
     with np.load(path) as data:
         fields = {key: data[key] for key in data.files if key != "units"}
     np.savez(path, **fields)  # a cache written before the corpus kept the apex weights
+    assert corpus.cached_corpus(settings, path) is None
     again = corpus.load_or_build_corpus(settings, path)
     assert again["units"] == built["units"]
     with np.load(path) as data:
