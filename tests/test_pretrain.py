@@ -121,7 +121,7 @@ def test_tiny_pretraining_lowers_vl_align_and_writes_a_loadable_encoder(trained)
     metadata, path = trained
     monitored = [row["monitor_vl_align"] for row in metadata["history"]]
     assert monitored[-1] < 0.9 * monitored[0], monitored
-    assert "monitor_au_align" not in metadata["history"][0]  # the action-unit term is off by default
+    assert "monitor_au_align" in metadata["history"][0]  # the action-unit term is on by default
     assert not (path.parent / "checkpoint.pt").exists()
     saved = torch.load(path, weights_only=True)
     encoder = load_vision_encoder({"kind": "cnn", "image_size": 32, "width": 8, "depth": 3, "init": str(path)})
