@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("smile_vlm", "smile_vlm_pretrained")
 # the experiment each dataset's grid cell trains: BU-3DFE's is the paper's subset 1 (levels 3-4)
 EXPERIMENTS = {"bu4dfe": "bu4dfe", "bu3dfe": "bu3dfe_subset1"}
+DEFAULT_LEVELS = (3, 4)  # BU-3DFE: the two highest intensities, the paper's subset 1
 PRETRAIN_TARGET = "results/pretrain/default/vision.pt"
 
 
@@ -58,7 +59,7 @@ def cell_overlay(args, subjects: int, init: Path | None) -> dict:
     ict_dir = str(Path(args.ict_dir).resolve()) if args.face_source == "ict" else None
     protocol = {"folds": args.folds, "subjects": "all"}
     if args.dataset == "bu3dfe":
-        protocol["levels"] = [3, 4]
+        protocol["levels"] = list(args.levels)
     overlay = common_overlay(args)
     overlay["render"]["registration"] = args.registration
     synthetic = {"face_source": args.face_source, "ict_dir": ict_dir, "head_motion": {"kind": args.head_motion},
@@ -72,6 +73,12 @@ def cell_overlay(args, subjects: int, init: Path | None) -> dict:
         "experiments": {EXPERIMENTS[args.dataset]: {"protocol": protocol, "variants": variants(init)}},
         "variants": {} if init is None else {"smile_vlm_pretrained": {"base": "smile_vlm", "vision": {"init": str(init)}}},
     }
+
+
+def level_tag(args) -> str:
+    """The cell folder's suffix for BU-3DFE levels other than the paper's subset 1 (none for it)."""
+    levels = sorted(args.levels)
+    return "" if args.dataset != "bu3dfe" or tuple(levels) == DEFAULT_LEVELS else "-levels" + "".join(map(str, levels))
 
 
 def variants(init: Path | None) -> list[str]:
@@ -164,6 +171,8 @@ def main() -> None:
     parser.add_argument("--registration", choices=("auto", "landmarks", "icp", "none"), default="auto",
                         help="render.registration")
     parser.add_argument("--dataset", choices=sorted(EXPERIMENTS), default="bu4dfe")
+    parser.add_argument("--levels", type=int, nargs="+", choices=(1, 2, 3, 4), default=list(DEFAULT_LEVELS),
+                        help="BU-3DFE intensity levels evaluated (3 4: the paper's subset 1; 1 2 3 4: subset 2)")
     parser.add_argument("--face-source", choices=("ict", "procedural"), default="ict")
     parser.add_argument("--subjects", type=int, nargs="+", default=[15], help="synthetic subjects, one grid cell each")
     parser.add_argument("--folds", type=int, default=3, help="subject-independent folds")
@@ -200,7 +209,7 @@ def main() -> None:
     rows = []
     for subjects in args.subjects:
         tables = f"-{'+'.join(args.au_tables)}" if args.au_tables else ""
-        workdir = root / f"{args.dataset}-{args.face_source}{tables}-{subjects}-{args.head_motion}-{args.registration}"
+        workdir = root / f"{args.dataset}-{args.face_source}{tables}-{subjects}-{args.head_motion}-{args.registration}{level_tag(args)}"
         seconds = run_workflow(workdir, cell_overlay(args, subjects, vision_pt),
                                f"results/tables/{experiment}.csv", args.cores)
         scratch = fold_accuracies(workdir, experiment, VARIANTS[0])
@@ -209,7 +218,8 @@ def main() -> None:
                     f"{', '.join(f'{a:.1f}' for a in scratch)} | {summary(scratch)} | "
                     f"{', '.join(f'{a:.1f}' for a in pretrained)} | {summary(pretrained)} | {seconds:.0f} |")
 
-    levels = ", protocol levels 3-4" if args.dataset == "bu3dfe" else f", {args.frames} frames per sequence"
+    levels = (f", protocol levels {', '.join(map(str, sorted(args.levels)))}" if args.dataset == "bu3dfe"
+              else f", {args.frames} frames per sequence")
     realised = f", AU tables {' + '.join(args.au_tables)}" if args.au_tables else ""
     if json.loads(args.variation):
         realised += f", variation {args.variation}"

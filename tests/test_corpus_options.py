@@ -189,6 +189,16 @@ def test_learning_curve_benchmark_labels_held_out_realisations():
     assert bench.corpus_options({"settings": json.dumps({"pretrain": resolved()})}) == {}
     assert bench.corpus_options({"settings": json.dumps({"pretrain": resolved(au_align=0.0, openings=True, epochs=3)})}) \
         == {"au_align": 0.0, "openings": True}
+    import argparse
+
+    args = argparse.Namespace(ict_dir=None, face_source="procedural", folds=3, dataset="bu3dfe", levels=[3, 4],
+                              render_size=64, frames=8, registration="auto", head_motion="drift", variation="{}",
+                              au_tables=None, pretrain="{}")
+    assert bench.cell_overlay(args, 15, None)["experiments"]["bu3dfe_subset1"]["protocol"]["levels"] == [3, 4]
+    assert bench.level_tag(args) == ""  # the paper's subset 1 keeps the cell folders of earlier runs
+    args.levels = [4, 1, 2, 3]
+    assert bench.cell_overlay(args, 15, None)["experiments"]["bu3dfe_subset1"]["protocol"]["levels"] == [4, 1, 2, 3]
+    assert bench.level_tag(args) == "-levels1234"
 
 
 def test_openings_cut_eye_fissures_and_an_open_mouth():
