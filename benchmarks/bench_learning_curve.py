@@ -129,8 +129,13 @@ def corpus_options(vision: dict) -> dict:
     """The pretraining's settings (corpus options and the rest, e.g. ``au_align``) that differ from
     the schema's defaults (as it ran them), but for STATED_KEYS."""
     from smile_vlm.settings import PRETRAIN_DEFAULTS as defaults
+    from smile_vlm.settings import section_defaults
 
     ran = json.loads(vision["settings"])["pretrain"]
+    # augment {} means its own defaults, which the workflow's pretraining writes out in full
+    augment = section_defaults("pretrain", "augment")
+    defaults = {**defaults, "augment": {**augment, **defaults["augment"]}}
+    ran = {**ran, "augment": {**augment, **ran.get("augment", {})}}
     return {key: ran.get(key, default) for key, default in sorted(defaults.items())
             if key not in STATED_KEYS and ran.get(key, default) != default}
 

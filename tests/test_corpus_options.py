@@ -176,6 +176,8 @@ def test_learning_curve_benchmark_labels_held_out_realisations():
     import importlib.util
     from pathlib import Path
 
+    from smile_vlm.settings import section_defaults
+
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_learning_curve.py"
     spec = importlib.util.spec_from_file_location("bench_learning_curve", path)
     bench = importlib.util.module_from_spec(spec)
@@ -187,6 +189,10 @@ def test_learning_curve_benchmark_labels_held_out_realisations():
     assert bench.realisation_note(vision, ["du2014", "facs_guide"]).startswith("the pretraining's own")
     assert bench.corpus_options(vision) == {"au_tables": ["emfacs", "facs_guide"], "one_sided_fraction": 0.3}
     assert bench.corpus_options({"settings": json.dumps({"pretrain": resolved()})}) == {}
+    written_out = {**resolved(), "augment": section_defaults("pretrain", "augment")}  # as the workflow stores it
+    assert bench.corpus_options({"settings": json.dumps({"pretrain": written_out})}) == {}
+    assert bench.corpus_options({"settings": json.dumps({"pretrain": {**written_out, "augment": {"noise_std": 0.1}}})}) \
+        == {"augment": {**section_defaults("pretrain", "augment"), "noise_std": 0.1}}
     assert bench.corpus_options({"settings": json.dumps({"pretrain": resolved(au_align=0.0, openings=True, epochs=3)})}) \
         == {"au_align": 0.0, "openings": True}
     import argparse
