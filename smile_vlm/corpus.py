@@ -266,8 +266,9 @@ def corpus_digest(settings: dict) -> str:
 
 
 def build_corpus(settings: dict) -> dict:
-    """Render the whole corpus of the resolved settings (``pretrain.resolve``): ``images`` uint8 (N, V, S, S, 3) and per sample ``captions``,
-    ``subjects``, ``sources``, ``dynamic`` (bool) and ``units`` (AU weights as JSON)."""
+    """Render the whole corpus of the resolved settings (``pretrain.resolve``): ``images`` uint8
+    (N, V, S, S, 3) and per sample ``captions``, ``subjects``, ``sources``, ``dynamic`` (bool) and
+    ``units`` (AU weights as JSON)."""
     from smile_vlm.render import Renderer
 
     pretrain = settings["pretrain"]

@@ -221,7 +221,8 @@ class IcpTarget:
 
 def fit_icp(vertices_mm: np.ndarray, start: Rigid, target: IcpTarget, radius_mm: float, path: str | Path) -> Rigid:
     """Tukey-weighted point-to-plane ICP of a frame's upper face (``upper_face``: nose dorsum,
-    forehead, temples) onto the target's, from ``start`` (all in mm). The region is chosen where ``start`` puts the frame, in the reference's axes."""
+    forehead, temples) onto the target's, from ``start`` (all in mm). The region is chosen where
+    ``start`` puts the frame, in the reference's axes."""
     region = upper_face(start.apply(vertices_mm), target.nose_tip, radius_mm - ICP_EDGE_MARGIN_MM, 0.0)
     points = vertices_mm[region]
     if len(points) < ICP_MIN_POINTS:

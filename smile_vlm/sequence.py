@@ -59,8 +59,8 @@ def render_sequence(job, chosen: pd.DataFrame, keep_parsed_mb: float = KEEP_PARS
     Registered (``job.registration`` other than "none"), the frames are moved rigidly onto the
     first and then into the mean pose of them all, and share one centre (the median of their
     nose tips, found in the mean pose: ``tip_in_pose``): the head no longer moves, so neither
-    does the crop, even where an expression deforms the nose. Unregistered, each frame is centred on the smoothed track of the nose
-    tips, which follows slow head motion.
+    does the crop, even where an expression deforms the nose. Unregistered, each frame is
+    centred on the smoothed track of the nose tips, which follows slow head motion.
 
     ``job`` is the render job (render.ShardJob): ``load(row)`` and ``render(mesh, path, wide=True)``
     return None after recording a reject; ``reject(error, path)``; ``nose_smoothing``;
