@@ -178,6 +178,7 @@ def describe_fold(run: FoldRun, repeat: int, fold: int, checkpoint, variant: dic
         "prompts_source": prompts_source, "supervision": run.model.supervision(prompts_source),
         "init": vision_init_name(saved["variant"]),
         "wise_alpha": variant_alpha(saved["variant"]), "init_head": bool(saved["variant"].get("init_head", False)),
+        "replay": float(saved["variant"].get("replay", 0.0)),
         "repeat": int(repeat), "fold": int(fold), "checkpoint": str(checkpoint),
         "variant": (variant or {}).get("name") or saved["variant"].get("name"),
         "classes": run.classes, "views": list(run.store_attrs["views"]), "multi_label": run.multi_label,

@@ -110,9 +110,14 @@ def mv_bt_loss(
     return torch.stack(losses).mean()
 
 
-def _info_nce_terms(queries: Tensor, keys: Tensor, tau: float) -> Tensor:
-    """-log softmax_j(sim(q_b, k_j) / tau) at j = b, per row b: the summand of Eq. 6."""
+def _info_nce_terms(queries: Tensor, keys: Tensor, tau: float, negatives: Tensor | None = None,
+                    negative_mask: Tensor | None = None) -> Tensor:
+    """-log softmax_j(sim(q_b, k_j) / tau) at j = b, per row b: the summand of Eq. 6; with
+    ``negatives`` (M, D) also in the softmax where ``negative_mask`` (B, M) is True."""
     logits = F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T / tau
+    if negatives is not None:
+        extra = F.normalize(queries.float(), dim=-1) @ F.normalize(negatives.float(), dim=-1).T / tau
+        logits = torch.cat([logits, extra.masked_fill(~negative_mask.to(extra.device), float("-inf"))], dim=1)
     targets = torch.arange(queries.shape[0], device=queries.device)
     return F.cross_entropy(logits, targets, reduction="none")
 
@@ -124,6 +129,8 @@ def vl_align_loss(
     z_text: Tensor,
     tau: float = CLIP_TEMPERATURE,
     view_mask: Tensor | None = None,
+    negatives: Tensor | None = None,
+    negative_mask: Tensor | None = None,
 ) -> Tensor:
     """Vision-language alignment L_vl-align (Eq. 6).
 
@@ -136,10 +143,15 @@ def vl_align_loss(
     ``view_mask`` (B, V) bool, True = view present: absent views contribute no term and the divisor
     becomes (number of present views + B). As in Eq. 6, two samples that drew the same prompt are
     still each other's negatives.
+
+    ``negatives`` (M, D), our addition for replay (``smile_vlm.replay``): further texts in every
+    softmax, each only for the samples where ``negative_mask`` (B, M) is True.
     """
     batch, n_views, _ = z_views.shape
-    view_terms = torch.stack([_info_nce_terms(z_views[:, i], z_text, tau) for i in range(n_views)], dim=1)
-    fused_terms = _info_nce_terms(z_fused, z_text, tau)
+    extra = (negatives, negative_mask if negative_mask is not None else
+             torch.ones(batch, len(negatives), dtype=torch.bool)) if negatives is not None else ()
+    view_terms = torch.stack([_info_nce_terms(z_views[:, i], z_text, tau, *extra) for i in range(n_views)], dim=1)
+    fused_terms = _info_nce_terms(z_fused, z_text, tau, *extra)
     if view_mask is None:
         return (view_terms.sum() + fused_terms.sum()) / ((n_views + 1) * batch)
     view_mask = view_mask.to(device=view_terms.device, dtype=torch.bool)

@@ -13,7 +13,8 @@ Every row names its training signal: ``prompts`` (the prompts source, ``label`` 
 ``supervision`` (``model.supervision``: e.g. "class prompts (labels)", "cross-entropy on
 labels + class prompts (labels)", "pseudo-label prompts (label-free)") and ``init`` (where the
 vision encoder started: ``random``, or the pretrained vision.pt the folds loaded; an evaluation
-JSON without ``init`` predates pretraining and started from scratch) with ``wise_alpha`` (the
+JSON without ``init`` predates pretraining and started from scratch; ``, replay W`` when the
+fine-tuning replayed the pretraining's corpus at weight W, smile_vlm.replay) with ``wise_alpha`` (the
 WiSE-FT mixing weight the model was evaluated at, smile_vlm.wise; 1 = plain fine-tuning). Multi-label tables add
 ``decision``: the rule and logit scale that turned scores into label sets (evaluate.py).
 
@@ -129,7 +130,7 @@ def fold_rows(evals: list[str | Path], prompts_source: str, view_rows: bool = Tr
             entries.append((single_view_method(variant, view), 1 + view_rank.setdefault(view, len(view_rank)),
                             metrics))
         facts = {"prompts": result.get("prompts_source", prompts_source),
-                 "supervision": result.get("supervision"), "init": result.get("init") or RANDOM_INIT,
+                 "supervision": result.get("supervision"), "init": init_text(result),
                  "wise_alpha": f"{float(result.get('wise_alpha', PLAIN_ALPHA)):g}",
                  "decision": decision_text(result)}
         for method, order, metrics in entries:
@@ -140,6 +141,13 @@ def fold_rows(evals: list[str | Path], prompts_source: str, view_rows: bool = Tr
     folds = pd.DataFrame(rows)
     folds.attrs.update(multi_label=multi_label, classes=classes)
     return folds
+
+
+def init_text(result: dict) -> str:
+    """Where the row's vision encoder started, and whether its fine-tuning replayed the pretraining."""
+    init = result.get("init") or RANDOM_INIT
+    replay = float(result.get("replay") or 0.0)
+    return f"{init}, replay {replay:g}" if replay else init
 
 
 def decision_text(result: dict) -> str | None:

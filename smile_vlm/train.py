@@ -49,6 +49,7 @@ from smile_vlm.models import build_model, image_input, model_variant
 from smile_vlm.wise import start_head
 from smile_vlm.optim import make_optimizer, make_scheduler
 from smile_vlm.prompts import TextBank, build_text_bank
+from smile_vlm.replay import Replay, load_replay
 from smile_vlm.settings import resolve_settings
 from smile_vlm.store import open_store
 from smile_vlm.targets import FoldTargets
@@ -139,6 +140,7 @@ class Run:
     n_views: int
     clean_cache: torch.Tensor | None  # (N, V, 3, S, S) clean views in dataset order, or None
     position: dict  # store row -> position in the dataset
+    replay: Replay | None = None  # the pretraining's corpus replayed every step (smile_vlm.replay)
 
 
 def _build_run(store_path, split: dict, variant: dict, settings: dict, text_bank_file, device, rank: int,
@@ -152,6 +154,7 @@ def _build_run(store_path, split: dict, variant: dict, settings: dict, text_bank
         LOG.info("images of %d samples exceed %d MB: read from the store every epoch", len(dataset), IMAGE_CACHE_MB)
     text_bank = build_text_bank(settings, classes, text_bank_file)
     n_views = int(dataset[0]["images"].shape[0])
+    replay = load_replay(variant, settings["encoders"].get("text"), n_views, int(train["seed"]))
     model = build_model(variant, n_views, int(text_bank.dim))
     start_head(model, variant)
     model = model.to(device)
@@ -164,14 +167,14 @@ def _build_run(store_path, split: dict, variant: dict, settings: dict, text_bank
     clean_cache = None
     if train["align_on"] == "clean":
         clean_cache = clean_view_cache(dataset, augmenter, device, n_views)
-    return Run(model=model, loss_module=runtime.wrap_ddp(_LossModule(model), device, world), optimizer=optimizer,
+    return Run(model=model, loss_module=runtime.wrap_ddp(_LossModule(model, replay), device, world), optimizer=optimizer,
                scheduler=scheduler, scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
                dtype=dtype, dataset=dataset, targets=FoldTargets(split["store_classes"], classes, multi_label),
                text_bank=text_bank, class_emb=text_bank.class_embeddings().to(device),
                augmenter=augmenter, settings=settings, device=device,
                rank=rank, world=world, steps_per_epoch=steps_per_epoch, store_attrs=store_attrs,
                n_views=n_views, clean_cache=clean_cache,
-               position={int(row): i for i, row in enumerate(dataset.indices)})
+               position={int(row): i for i, row in enumerate(dataset.indices)}, replay=replay)
 
 
 def train_epoch(run: Run, epoch: int, history: list[dict]) -> dict:
@@ -186,6 +189,7 @@ def train_epoch(run: Run, epoch: int, history: list[dict]) -> dict:
                                        train["batch_size"], workers)
     run.model.train()
     augment_generator = runtime.epoch_generator(train["seed"], epoch, 1, run.rank)
+    replay_generator = runtime.epoch_generator(train["seed"], epoch, 2, run.rank) if run.replay else None
     batches = batches_for_epoch(len(run.dataset), train["batch_size"], runtime.epoch_generator(train["seed"], epoch, 0),
                                 run.rank, run.world)
     loader = iter(torch.utils.data.DataLoader(run.dataset, batch_sampler=batches, num_workers=workers))
@@ -201,7 +205,7 @@ def train_epoch(run: Run, epoch: int, history: list[dict]) -> dict:
         if pseudo is not None:
             batch = _without_labels(batch)
             pseudo_classes = pseudo[[run.position[int(row)] for row in batch["index"]]]
-        lr, terms = train_step(run, batch, augment_generator, pseudo_classes)
+        lr, terms = train_step(run, batch, augment_generator, pseudo_classes, replay_generator)
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value
         samples += len(batch["images"])
@@ -218,13 +222,14 @@ def train_epoch(run: Run, epoch: int, history: list[dict]) -> dict:
             "loader_samples_per_s": samples / wait_seconds if wait_seconds > 0 else None, "seconds": elapsed}
 
 
-def train_step(run: Run, batch: dict, generator: torch.Generator, pseudo_classes: torch.Tensor | None = None
-               ) -> tuple[float, dict[str, float]]:
+def train_step(run: Run, batch: dict, generator: torch.Generator, pseudo_classes: torch.Tensor | None = None,
+               replay_generator: torch.Generator | None = None) -> tuple[float, dict[str, float]]:
     """Eq. 10 (or FACET-VLM's objective) on one batch and one optimizer step; returns (lr, loss terms).
 
     Each sample's prompt comes from its class (a random positive one when multi-label), or from
     ``pseudo_classes``, the model's own zero-shot classes in pseudo mode. ``generator`` draws, in
-    this order, the two augmentations, the multi-label prompt classes and the prompts.
+    this order, the two augmentations, the multi-label prompt classes and the prompts;
+    ``replay_generator`` the replayed corpus samples (``run.replay``), as many as the batch holds.
     """
     images = batch["images"]
     views_a, views_b = run.augmenter.two_views(images, generator, run.device)
@@ -245,9 +250,16 @@ def train_step(run: Run, batch: dict, generator: torch.Generator, pseudo_classes
     if run.world > 1:
         # Eq. 1, 6, 8 are statistics of the whole batch: see runtime.global_batch.
         text_emb, labels = runtime.gather_across_ranks(text_emb), runtime.gather_across_ranks(labels)
+    replayed = None
+    if run.replay is not None:
+        index = run.replay.draw(len(images), replay_generator)
+        clean_replayed = run.augmenter.clean(run.replay.images[index], run.device)
+        if run.world > 1:  # every rank keeps the same subset; the embeddings come back gathered
+            index = runtime.gather_across_ranks(index.to(run.device)).cpu()
+        replayed = (clean_replayed, index)
     with runtime.global_batch(run.model, run.world > 1), \
             torch.autocast(run.device.type, dtype=run.dtype or torch.float32, enabled=run.dtype is not None):
-        losses = run.loss_module(views_a, views_b, clean, text_emb, run.class_emb, labels)
+        losses = run.loss_module(views_a, views_b, clean, text_emb, run.class_emb, labels, replayed)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(losses["total"]).backward()
     if run.settings["train"]["grad_clip"]:
@@ -262,14 +274,20 @@ def train_step(run: Run, batch: dict, generator: torch.Generator, pseudo_classes
 
 
 class _LossModule(nn.Module):
-    """Routes model.training_losses through forward(), so DDP sees the call that builds the graph."""
+    """Routes model.training_losses (and the replayed terms) through forward(), so DDP sees the
+    call that builds the graph."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, replay: Replay | None = None):
         super().__init__()
         self.model = model
+        self.replay = replay
 
-    def forward(self, views_a, views_b, clean_views, text_emb, class_emb, labels):
-        return self.model.training_losses(views_a, views_b, clean_views, text_emb, class_emb, labels)
+    def forward(self, views_a, views_b, clean_views, text_emb, class_emb, labels, replayed=None):
+        losses = self.model.training_losses(views_a, views_b, clean_views, text_emb, class_emb, labels)
+        if replayed is None:
+            return losses
+        terms = self.replay.losses(self.model, *replayed, class_emb)
+        return {**losses, **terms, "total": losses["total"] + self.replay.weight * terms["replay"]}
 
 
 def batches_for_epoch(n_samples: int, batch_size: int, generator: torch.Generator,

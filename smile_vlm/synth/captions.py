@@ -122,3 +122,12 @@ def caption(au_weights: Mapping, dynamic: bool = False, with_emotion: bool = Tru
     if prototype:
         text += f", the EMFACS prototype of {prototype}"
     return text + "."
+
+
+def named_emotion(text: str) -> str | None:
+    """The emotion a caption of ``caption`` names (its ``": a happy face"``), or None."""
+    for emotion, adjective in EMOTION_ADJECTIVES.items():
+        article = "an" if adjective[0] in "aeiou" else "a"
+        if f": {article} {adjective} face" in text:
+            return emotion
+    return None
