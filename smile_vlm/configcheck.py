@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from smile_vlm.readers.names import CLASSES
-from smile_vlm.settings import prompt_file, resolve_variant, section_keys
+from smile_vlm.settings import prompt_file, resolve_variant, section_keys, variant_vision
 
 # The train, evaluate and figure rules put variant names into file names (wildcard `variant`).
 VARIANT_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -113,6 +113,20 @@ def _variant_problems(config: dict, vision_keys: set[str]) -> list[str]:
         unknown = set(resolved.get("vision") or {}) - vision_keys
         if unknown:
             problems.append(f"{where}.vision: unknown keys {_known(unknown)} (encoders.vision has {_known(vision_keys)})")
+        if float(resolved.get("replay") or 0) > 0:
+            problems += _replay_problems(where, resolved, config)
+    return problems
+
+
+def _replay_problems(where: str, variant: dict, config: dict) -> list[str]:
+    """Replay (smile_vlm.replay) trains on a pretraining's corpus: SMILE-VLM, started from it."""
+    problems = []
+    if not variant_vision(variant, config.get("encoders") or {}).get("init"):
+        problems.append(f"{where}.replay: replays the corpus of the pretraining the folds start from; give the "
+                        "variant vision: {init: <vision.pt>} (or set encoders.vision.init), or set replay: 0")
+    if variant.get("model") != "smile_vlm":
+        problems.append(f"{where}.replay: the pretraining trains SMILE-VLM's vision side; use model: smile_vlm "
+                        "or set replay: 0")
     return problems
 
 

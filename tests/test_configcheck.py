@@ -51,6 +51,17 @@ def test_an_unknown_variant(config):
     assert problem.startswith("experiments.bu4dfe.variants: unknown variant 'smile_vml'")
 
 
+def test_replay_without_a_pretraining_or_with_facet_is_refused(config):
+    config["variants"]["replaying"] = {"base": "smile_vlm", "replay": 1.0}
+    [problem] = config_problems(config)
+    assert problem.startswith("variants.replaying.replay: replays the corpus of the pretraining") and "replay: 0" in problem
+    config["variants"]["replaying"]["vision"] = {"init": "results/pretrain/default/vision.pt"}
+    assert config_problems(config) == []
+    config["variants"]["replaying"]["model"] = "facet_vlm"
+    [problem] = config_problems(config)
+    assert problem.startswith("variants.replaying.replay: the pretraining trains SMILE-VLM's vision side")
+
+
 def test_a_class_the_dataset_does_not_have(config):
     config["experiments"]["bu4dfe"]["classes"][0] = "angry"
     [problem] = config_problems(config)
