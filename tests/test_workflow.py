@@ -116,6 +116,9 @@ def test_folds_are_subject_independent_and_tables_complete(workflow_run):
     inits = table_v[table_v.source == "ours"].groupby("method")["init"].first()
     assert inits["smile_vlm"] == "random" and inits["smile_vlm_pretrained"] == "results/pretrain/default/vision.pt"
     assert (results / "pretrain" / "default" / "vision.pt").exists()
+    # fine-tuned while replaying the pretraining's corpus (the corpus.npz the pretrain job left beside it)
+    replayed = pd.read_csv(results / "tables" / "bosphorus.csv").groupby("method")["init"].first()
+    assert replayed["smile_vlm_pretrained_replay"] == "results/pretrain/default/vision.pt, replay 3"
 
     cross = json.loads((results / "bp4d_cross" / "eval" / "smile_vlm" / "fold0.json").read_text())
     assert cross["train_dataset"] == "bu4dfe" and cross["test_dataset"] == "bp4d"
