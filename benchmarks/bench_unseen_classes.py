@@ -14,7 +14,8 @@ recall and precision of the new class, 7-way accuracy, the 6-way accuracy of the
 checking) and its change from the same variant at alpha 1, and
 how well the new class's probability ranks the new scans above the six-class scans and above the
 test identities' neutral scans (AUC; the neutral scans are a control, not a class: a face that
-shows no emotion may score high on any non-emotion prompt).
+shows no emotion may score high on any non-emotion prompt). The header also gives the text cosine
+of the new class's prompts to each trained class's.
 
     python benchmarks/bench_unseen_classes.py --workdir RUN/bu3dfe-ict-30 --action 43 --alphas 0.5 1
 """
@@ -57,6 +58,23 @@ def new_class_prompts(action, prompt_file: Path, out: Path, name: str) -> list[s
     data["classes"][name] = {"descriptions": descriptions, "synonyms": []}
     out.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return descriptions
+
+
+def prompt_cosines(prompts: Path, classes: list[str], new: str, text_spec: dict | None) -> dict[str, float]:
+    """Cosine, in the frozen text tower's space, of the new class's prompt ensemble (mean of the
+    normalised prompt embeddings, renormalised, as prediction builds it) to each trained class's:
+    the nearer, the less room the image side has to tell them apart."""
+    import torch
+    from torch.nn import functional as F
+
+    from smile_vlm.models.encoders import load_text_encoder
+    from smile_vlm.prompts import load_prompts
+
+    encoder = load_text_encoder(text_spec)
+    table = load_prompts(prompts, [*classes, new])
+    ensemble = {name: F.normalize(F.normalize(encoder.encode(texts).float(), dim=-1).mean(dim=0), dim=0)
+                for name, texts in table.items()}
+    return {name: float(torch.dot(ensemble[new], ensemble[name])) for name in classes}
 
 
 def write_new_scans(synthetic: Path, subjects: list[str], action, out: Path) -> list[Path]:
@@ -189,6 +207,7 @@ def main() -> None:
         prompts = tmp / "prompts.yaml"
         descriptions = new_class_prompts(action, prompt_file(state["settings"]["prompts"]["name"]), prompts, new)
         classes = [*trained, new]
+        cosines = prompt_cosines(prompts, trained, new, state["settings"]["encoders"].get("text"))
         runs = [(variant, alpha) for variant in args.variants
                 for alpha in (args.alphas if fine_tuned_from_pretraining(workdir, variant) else [1.0])]
         results = {run: [] for run in runs}
@@ -207,7 +226,8 @@ def main() -> None:
     shown = f"the {action} prototype" if isinstance(action, str) else f"AU{action} alone"
     print(f"{workdir.name}: new class {new!r} ({shown}, levels {LEVELS}), {n_new} new-class scans of "
           f"the folds' test identities + {n_old} six-class test scans + {n_neutral} neutral scans (control, no class), {len(first)} folds; "
-          f"{len(trained) + 1} classes (chance {100 / (len(trained) + 1):.1f} %); {seconds:.0f} s. New-class prompts: {descriptions}\n")
+          f"{len(trained) + 1} classes (chance {100 / (len(trained) + 1):.1f} %); {seconds:.0f} s. New-class prompts: {descriptions}; "
+          f"their text cosine to each class's prompts: {', '.join(f'{k} {v:.2f}' for k, v in cosines.items())}\n")
     print("| variant | WiSE-FT alpha | new-class recall per fold (%) | new-class recall (%) | new-class precision (%) | "
           "six-class scans called new (%) | neutral scans called new (%) | AUC of the new-class probability: "
           "new vs six-class scans | new vs neutral scans | new-class scans called (all folds) | "
