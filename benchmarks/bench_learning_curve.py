@@ -71,7 +71,9 @@ def cell_overlay(args, subjects: int, init: Path | None) -> dict:
         **overlay,
         "synthetic": synthetic,
         "experiments": {EXPERIMENTS[args.dataset]: {"protocol": protocol, "variants": variants(init)}},
-        "variants": {} if init is None else {"smile_vlm_pretrained": {"base": "smile_vlm", "vision": {"init": str(init)}}},
+        "variants": {} if init is None else {"smile_vlm_pretrained": {
+            "base": "smile_vlm", **json.loads(args.variant), "vision": {"init": str(init)}}},
+        **({"train": json.loads(args.train)} if json.loads(args.train) else {}),
     }
 
 
@@ -189,6 +191,10 @@ def main() -> None:
     parser.add_argument("--au-tables", nargs="+", choices=sorted(TABLES),
                         help="emotion -> AU tables of the evaluated dataset (default: the schema's)")
     parser.add_argument("--variation", default="{}", help="synthetic.variation of the evaluated dataset, JSON")
+    parser.add_argument("--train", default="{}", help="overrides of the train section for both variants, JSON "
+                                                     "(e.g. '{\"epochs\": 30}')")
+    parser.add_argument("--variant", default="{}", help="settings of the pretrained variant besides its init, JSON "
+                                                       "(e.g. '{\"init_head\": true}')")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep it (default: a temporary folder)")
     args = parser.parse_args()
@@ -228,6 +234,9 @@ def main() -> None:
     realised = f", AU tables {' + '.join(args.au_tables)}" if args.au_tables else ""
     if json.loads(args.variation):
         realised += f", variation {args.variation}"
+    for name, given in (("train", args.train), ("pretrained variant", args.variant)):
+        if json.loads(given):
+            realised += f", {name} {given}"
     print(f"synthetic {args.dataset}, {args.face_source} faces{levels}{realised}, {args.folds} subject-independent folds, "
           f"{args.render_size} px renders, head motion {args.head_motion}, registration {args.registration}")
     from smile_vlm.settings import section_defaults

@@ -199,7 +199,7 @@ def test_learning_curve_benchmark_labels_held_out_realisations():
 
     args = argparse.Namespace(ict_dir=None, face_source="procedural", folds=3, dataset="bu3dfe", levels=[3, 4],
                               render_size=64, frames=8, registration="auto", head_motion="drift", variation="{}",
-                              au_tables=None, pretrain="{}")
+                              au_tables=None, pretrain="{}", train="{}", variant="{}")
     assert bench.cell_overlay(args, 15, None)["experiments"]["bu3dfe_subset1"]["protocol"]["levels"] == [3, 4]
     assert bench.level_tag(args) == ""  # the paper's subset 1 keeps the cell folders of earlier runs
     args.levels = [4, 1, 2, 3]
@@ -280,3 +280,23 @@ def test_openings_as_a_share_cut_that_share_of_samples_and_draw_nothing_else():
     opened = sum(row["open"] for row in half) / len(half)
     assert 0.35 < opened < 0.65, opened
     assert not any(row["open"] for row in plain) and all(row["open"] for row in samples(resolved(openings=True)))
+
+
+def test_learning_curve_cell_carries_train_and_pretrained_variant_overrides(tmp_path):
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_learning_curve.py"
+    spec = importlib.util.spec_from_file_location("bench_learning_curve", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(ict_dir=str(tmp_path), face_source="procedural", folds=3, dataset="bu4dfe", levels=[3, 4],
+                              registration="auto", head_motion="drift", frames=8, variation="{}", au_tables=None,
+                              render_size=96, pretrain="{}", train='{"epochs": 30}', variant='{"init_head": true}')
+    overlay = bench.cell_overlay(args, 15, tmp_path / "vision.pt")
+    assert overlay["train"] == {"epochs": 30}
+    assert overlay["variants"]["smile_vlm_pretrained"] == {"base": "smile_vlm", "init_head": True,
+                                                           "vision": {"init": str(tmp_path / "vision.pt")}}
+    plain = bench.cell_overlay(argparse.Namespace(**{**vars(args), "train": "{}", "variant": "{}"}), 15, None)
+    assert "train" not in plain and plain["variants"] == {}
