@@ -65,7 +65,8 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def torchrun(store: Path, folds: Path, out: Path) -> subprocess.CompletedProcess:
+def torchrun(store: Path, folds: Path, out: Path, variant: dict = TINY_VARIANT, run_settings: dict | None = None
+             ) -> subprocess.CompletedProcess:
     """The train rule's command line for gpu > 1 (workflow/rules/train.smk, train_launcher).
 
     --standalone runs its own rendezvous on localhost:0, i.e. on a port the OS picks free, and hands
@@ -73,7 +74,7 @@ def torchrun(store: Path, folds: Path, out: Path) -> subprocess.CompletedProcess
     """
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD),
                "-m", "smile_vlm", "train", "--store", str(store), "--folds", str(folds), "--k", str(FOLD),
-               "--variant", json.dumps(TINY_VARIANT), "--settings", json.dumps(settings()),
+               "--variant", json.dumps(variant), "--settings", json.dumps(run_settings or settings()),
                "--out", str(out), "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -193,3 +194,24 @@ def test_ddp_model_evaluates(runs):
     assert written["n_test"] == 24 and written["n_train"] == 48 and written["classes"] == CLASSES
     assert [sum(row) for row in written["confusion"]["matrix"]] == [4] * len(CLASSES)
     assert not set(written["test_subjects"]) & set(written["train_subjects"])
+
+
+def test_replay_trains_under_ddp_on_the_gathered_replay_batch(tmp_path):
+    """Replay (smile_vlm.replay) under two ranks: each rank draws its own corpus samples, the
+    embeddings come back gathered (runtime.global_batch), so the captions must be gathered too."""
+    from smile_vlm import pretrain
+
+    vision_pt = tmp_path / "pretrain" / "vision.pt"
+    vision_pt.parent.mkdir()
+    spec = tiny_settings()["encoders"]["vision"]
+    pretrain.pretrain({"pretrain": {"identities": 4, "samples_per_identity": 3, "render_size": 32, "frames": 3,
+                                    "epochs": 1, "batch_size": 6, "ict_dir": None},
+                       "encoders": {"vision": dict(spec)}}, vision_pt, threads=1)
+    store, folds = make_fold_inputs(tmp_path)
+    variant = {**TINY_VARIANT, "vision": {"init": str(vision_pt)}, "replay": 1.0}
+    result = torchrun(store, folds, tmp_path / "ddp", variant, tiny_settings(epochs=1, batch_size=8))
+    assert result.returncode == 0, f"torchrun failed ({result.returncode}):\n{result.stderr[-4000:]}"
+    [epoch] = [record for record in read_log(tmp_path / "ddp") if record["kind"] == "epoch"]
+    assert epoch["step"] == STEPS_PER_EPOCH
+    assert 0 < epoch["replay_vl_align"] < 100 and 0 < epoch["replay_au_align"] < 100
+
