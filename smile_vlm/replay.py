@@ -20,8 +20,10 @@ rehearsal and pseudorehearsal", Connection Science 1995; for vision-language mod
 Zheng et al., ICCV 2023); WiSE-FT (``smile_vlm.wise``) is the weight-space alternative.
 
 The corpus is the ``corpus.npz`` the pretraining cached beside its vision.pt, checked against the
-vision.pt's settings; ``replay_samples`` of it (a seeded draw, fixed for the fold) are kept in
-memory with their caption embeddings. The replayed forward pass leaves BatchNorm's running
+vision.pt's settings. It is read whole once when the fold starts (about 350 MB of images for
+the default pretraining's 2,400 samples, bounded by the pretraining's own settings) and only
+``replay_samples`` of it (a seeded draw, fixed for the fold) are kept, with their caption
+embeddings. The replayed forward pass leaves BatchNorm's running
 statistics alone: evaluation normalises the fold's scans, not the corpus's renders.
 """
 
