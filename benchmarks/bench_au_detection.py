@@ -162,11 +162,10 @@ def corpus_auc(model_path: Path, classes: list[str], prompts: Path, corpus: dict
 
 def corpus_check(model_path: Path, classes: list[str], prompts: Path, identities: int, units) -> str:
     """A markdown row: mean AUC on the encoder's own training corpus and on a fresh one."""
-    import torch
-
     from smile_vlm import corpus, pretrain
+    from smile_vlm.wise import read_vision
 
-    state = torch.load(model_path, map_location="cpu", weights_only=False)
+    state = read_vision(model_path)
     settings = pretrain.resolve({k: v for k, v in json.loads(state["settings"]).items()
                                  if k in ("pretrain", "render", "encoders")})
     own = corpus.cached_corpus(settings, model_path.parent / "corpus.npz")

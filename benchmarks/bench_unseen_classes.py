@@ -61,20 +61,15 @@ def new_class_prompts(action, prompt_file: Path, out: Path, name: str) -> list[s
 
 
 def prompt_cosines(prompts: Path, classes: list[str], new: str, text_spec: dict | None) -> dict[str, float]:
-    """Cosine, in the frozen text tower's space, of the new class's prompt ensemble (mean of the
-    normalised prompt embeddings, renormalised, as prediction builds it) to each trained class's:
-    the nearer, the less room the image side has to tell them apart."""
-    import torch
-    from torch.nn import functional as F
-
+    """Cosine, in the frozen text tower's space, of the new class's prompt ensemble to each trained
+    class's (``TextBank.class_embeddings``, as prediction builds them): the nearer, the less room
+    the image side has to tell them apart."""
     from smile_vlm.models.encoders import load_text_encoder
-    from smile_vlm.prompts import load_prompts
+    from smile_vlm.prompts import TextBank, load_prompts
 
-    encoder = load_text_encoder(text_spec)
-    table = load_prompts(prompts, [*classes, new])
-    ensemble = {name: F.normalize(F.normalize(encoder.encode(texts).float(), dim=-1).mean(dim=0), dim=0)
-                for name, texts in table.items()}
-    return {name: float(torch.dot(ensemble[new], ensemble[name])) for name in classes}
+    names = [*classes, new]
+    ensembles = TextBank(load_text_encoder(text_spec), load_prompts(prompts, names), names).class_embeddings()
+    return {name: float(ensembles[-1] @ ensembles[k]) for k, name in enumerate(classes)}
 
 
 def write_new_scans(synthetic: Path, subjects: list[str], action, out: Path) -> list[Path]:

@@ -114,19 +114,21 @@ def _variant_problems(config: dict, vision_keys: set[str]) -> list[str]:
         if unknown:
             problems.append(f"{where}.vision: unknown keys {_known(unknown)} (encoders.vision has {_known(vision_keys)})")
         if float(resolved.get("replay") or 0) > 0:
-            problems += _replay_problems(where, resolved, config)
+            vision = variant_vision(resolved, config.get("encoders") or {})
+            problems += [f"{where}.replay: {p}" for p in replay_problems({**resolved, "vision": vision})]
     return problems
 
 
-def _replay_problems(where: str, variant: dict, config: dict) -> list[str]:
-    """Replay (smile_vlm.replay) trains on a pretraining's corpus: SMILE-VLM, started from it."""
+def replay_problems(variant: dict) -> list[str]:
+    """What a variant with replay (smile_vlm.replay) lacks: the pretraining it replays is the one
+    its folds start from (its vision spec's init, encoders.vision merged in), and that
+    pretraining trains SMILE-VLM's vision side."""
     problems = []
-    if not variant_vision(variant, config.get("encoders") or {}).get("init"):
-        problems.append(f"{where}.replay: replays the corpus of the pretraining the folds start from; give the "
-                        "variant vision: {init: <vision.pt>} (or set encoders.vision.init), or set replay: 0")
+    if not (variant.get("vision") or {}).get("init"):
+        problems.append("replays the corpus of the pretraining the folds start from; give the variant "
+                        "vision: {init: <vision.pt>} (or set encoders.vision.init), or set replay: 0")
     if variant.get("model") != "smile_vlm":
-        problems.append(f"{where}.replay: the pretraining trains SMILE-VLM's vision side; use model: smile_vlm "
-                        "or set replay: 0")
+        problems.append("the pretraining trains SMILE-VLM's vision side; use model: smile_vlm or set replay: 0")
     return problems
 
 

@@ -114,14 +114,15 @@ def embed_captions(text_spec: dict | None, captions: list[str]) -> torch.Tensor:
     return embedded[torch.tensor([position[c] for c in captions])]
 
 
-def unit_alignment(settings: dict, units: list[str], tau: float):
-    """(AuAlignment, targets (N, K), known (N, K)) of the corpus's apex ``units`` (``au_align``)."""
+def unit_alignment(text_spec: dict | None, units: list[str], tau: float):
+    """(AuAlignment, targets (N, K), known (N, K)) of the corpus's apex ``units`` (``au_align``),
+    its phrases embedded by the text tower of ``text_spec``."""
     from smile_vlm import au_align
 
     samples = [au_align.sample_units(text) for text in units]
     keys = au_align.phrase_keys(samples)
     texts = [au_align.phrase_texts(key) for key in keys]
-    embedded = embed_captions(settings["encoders"].get("text"), [t for group in texts for t in group])
+    embedded = embed_captions(text_spec, [t for group in texts for t in group])
     target, known = au_align.targets(samples, keys)
     log.info("action-unit alignment: %d phrases (%s), %.1f positives per sample", len(keys),
              " ".join(map(str, keys)), float(target.sum(dim=1).mean()))
@@ -194,7 +195,7 @@ def pretrain(settings: dict | None, out_path: str | Path, threads: int | None = 
     groups = [{"params": list(model.parameters())}]
     units = None
     if float(options["au_align"]):
-        head, target, known = unit_alignment(settings, corpus["units"], float(options["tau"]))
+        head, target, known = unit_alignment(settings["encoders"].get("text"), corpus["units"], float(options["tau"]))
         units = (float(options["au_align"]), head, target, known)
         groups.append({"params": list(head.parameters()), "weight_decay": 0.0})  # SigLIP's t and c: no decay
     optimizer = torch.optim.AdamW(groups, lr=float(options["lr"]), weight_decay=float(options["weight_decay"]))

@@ -15,9 +15,10 @@ resume. With ``replay_class_negatives`` (the default) the fold's class prompts j
 negatives of every replayed sample whose caption names no emotion (free action-unit
 combinations, neutral faces): Eq. 6 alone only ranks captions against captions, and a fine-tuned
 model's trained prompts then outscore any new one; this asks a face that shows only, say, a
-stretched mouth to sit nearer its caption than "surprise". This is rehearsal, the oldest remedy for forgetting (Robins, "Catastrophic forgetting,
-rehearsal and pseudorehearsal", Connection Science 1995; for vision-language models e.g. ZSCL,
-Zheng et al., ICCV 2023); WiSE-FT (``smile_vlm.wise``) is the weight-space alternative.
+stretched mouth to sit nearer its caption than "surprise". This is rehearsal, the oldest
+remedy for forgetting (Robins, "Catastrophic forgetting, rehearsal and pseudorehearsal",
+Connection Science 1995; for vision-language models e.g. ZSCL, Zheng et al., ICCV 2023);
+WiSE-FT (``smile_vlm.wise``) is the weight-space alternative.
 
 The corpus is the ``corpus.npz`` the pretraining cached beside its vision.pt, checked against the
 vision.pt's settings. It is read whole once when the fold starts (about 350 MB of images for
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from smile_vlm.configcheck import replay_problems
 from smile_vlm.errors import ScanError
 from smile_vlm.synth.captions import named_emotion
 
@@ -108,12 +110,10 @@ def load_replay(variant: dict, text_spec: dict | None, n_views: int, seed: int) 
     weight = float(variant.get("replay", VARIANT_DEFAULTS["replay"]))
     if not weight:
         return None
-    init = (variant.get("vision") or {}).get("init")
-    if not init:
-        raise ValueError("variant replay: replays a pretraining's corpus, so the variant needs vision.init "
-                         "(a vision.pt of smile-vlm pretrain); set replay: 0 or give vision.init")
-    if str(variant.get("model", VARIANT_DEFAULTS["model"])) != "smile_vlm":
-        raise ValueError("variant replay: the pretraining trains SMILE-VLM's vision side; use model: smile_vlm")
+    problems = replay_problems({**VARIANT_DEFAULTS, **variant})
+    if problems:
+        raise ValueError(f"variant replay: {problems[0]}")
+    init = variant["vision"]["init"]
     settings = json.loads(read_vision(init)["settings"])
     path = corpus_path(init)
     corpus = cached_corpus(settings, path)
@@ -131,8 +131,7 @@ def load_replay(variant: dict, text_spec: dict | None, n_views: int, seed: int) 
     replay = Replay(weight=weight, images=torch.from_numpy(np.ascontiguousarray(corpus["images"][keep])),
                     captions=embed_captions(text_spec, captions), tau=float(pretrain["tau"]))
     if float(pretrain.get("au_align") or 0):
-        head, target, known = unit_alignment({"encoders": {"text": text_spec}}, [corpus["units"][i] for i in keep],
-                                             replay.tau)
+        head, target, known = unit_alignment(text_spec, [corpus["units"][i] for i in keep], replay.tau)
         replay.unit_weight, replay.phrases, replay.targets, replay.known = (
             float(pretrain["au_align"]), head.phrases, target, known)
     if variant.get("replay_class_negatives", VARIANT_DEFAULTS["replay_class_negatives"]):
